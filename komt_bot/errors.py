@@ -1,0 +1,64 @@
+"""komt-bot's errors, all in one place.
+
+    KomtError
+    ├── ConfigError            a setting is missing or invalid (the CLI prints it and exits 2)
+    ├── QueueError             Redis could not be reached or answered something unexpected
+    │   ├── BacklogFullError   the backlog cap refused a new job (adapters answer "busy")
+    │   └── JobNotFoundError   no job has that id
+    ├── PromptError            a question cannot be turned into a prompt
+    │   ├── EmptyPromptError   nothing left after the mention was removed
+    │   └── PromptTooLongError longer than the configured limit
+    └── EngineError            the model failed to load or to generate
+"""
+
+from __future__ import annotations
+
+
+class KomtError(Exception):
+    """Base of every error komt-bot raises on purpose."""
+
+
+class ConfigError(KomtError):
+    """A setting is missing or invalid."""
+
+
+class QueueError(KomtError):
+    """Redis could not be reached or answered something unexpected."""
+
+
+class BacklogFullError(QueueError):
+    """The backlog cap refused a new job."""
+
+    def __init__(self, backlog: int, cap: int) -> None:
+        super().__init__(f"queue is full: {backlog} jobs waiting (cap {cap})")
+        self.backlog = backlog
+        self.cap = cap
+
+
+class JobNotFoundError(QueueError):
+    """No job has the given id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no such job: {job_id}")
+        self.job_id = job_id
+
+
+class PromptError(KomtError):
+    """A question cannot be turned into a prompt."""
+
+
+class EmptyPromptError(PromptError):
+    """Nothing is left of the question."""
+
+
+class PromptTooLongError(PromptError):
+    """The question is longer than the configured limit."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"question is {length} characters, the limit is {limit}")
+        self.length = length
+        self.limit = limit
+
+
+class EngineError(KomtError):
+    """The model failed to load or to generate."""

@@ -1,0 +1,206 @@
+"""komt-bot's settings: environment (prefix ``KOMT_``, nested with ``__``) over an optional TOML file.
+
+Nothing here is read at import time: call :func:`load_settings` where a command starts. The TOML file is
+``$KOMT_CONFIG`` or, when it exists, ``config/komt-bot.toml``; environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from komt_bot.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config/komt-bot.toml")
+DEFAULT_STOP_SEQUENCES = ("###", "</s>", "<|end|>")
+
+
+class QueueSettings(BaseModel):
+    """The Redis Streams job queue."""
+
+    prefix: str = Field("komt", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    max_backlog: int = Field(100, ge=1, description="jobs waiting before new ones are refused as 'busy'")
+    max_attempts: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
+    claim_idle_seconds: float = Field(10.0, gt=0, description="a worker silent this long loses its jobs")
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    job_ttl_seconds: int = Field(86_400, ge=60, description="how long a finished job's record and output stay")
+    idempotency_ttl_seconds: int = Field(86_400, ge=60)
+    job_timeout_seconds: float = Field(600.0, gt=0, description="an adapter gives up waiting after this long")
+
+
+class ModelSettings(BaseModel):
+    """Which model the worker loads, and how."""
+
+    base: str = "davidkim205/komt-llama2-13b-v1"
+    adapter: str | None = "davidkim205/komt-llama2-13b-v1-lora"
+    quantization: Literal["auto", "nf4", "none"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    load_format: Literal["auto", "dummy"] = "auto"
+    dummy_shape: str = Field("tiny", description="with load_format=dummy: llama2-7b, llama2-13b, small, tiny")
+    merge_adapter: bool = Field(False, description="merge the LoRA into an unquantized base for speed")
+    engine: Literal["batching", "sequential"] = "batching"
+    max_batch_size: int = Field(16, ge=1, description="requests decoded together")
+    kv_cache_blocks: int | None = Field(None, ge=1, description="KV cache pages; unset sizes it from batch")
+    max_prompt_tokens: int = Field(1536, ge=16)
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _empty_adapter_is_none(cls, value: Any) -> Any:
+        return None if value in ("", "none", "None") else value
+
+
+class GenerationSettings(BaseModel):
+    """Sampling defaults (the model card's)."""
+
+    temperature: float = Field(0.8, ge=0.0, le=5.0)
+    top_p: float = Field(0.8, gt=0.0, le=1.0)
+    top_k: int = Field(100, ge=0)
+    max_new_tokens: int = Field(512, ge=1, le=8192)
+    stop: tuple[str, ...] = DEFAULT_STOP_SEQUENCES
+
+
+class WorkerSettings(BaseModel):
+    """The worker process."""
+
+    name: str | None = Field(None, description="unique per worker; default host-pid")
+    capacity: int | None = Field(None, ge=1, description="jobs held at once; default the engine's batch size")
+    coalesce_ms: int = Field(50, ge=0, description="deltas are published at most this often")
+    drain_seconds: float = Field(30.0, ge=0, description="on SIGTERM, finish running jobs for this long")
+
+
+class LimitSettings(BaseModel):
+    """What the adapters accept from people."""
+
+    max_question_chars: int = Field(8000, ge=1)
+    rate_limit_per_minute: int = Field(6, ge=0, description="requests per user per minute; 0 = unlimited")
+
+
+class SlackSettings(BaseModel):
+    """The Slack adapter."""
+
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    port: int = Field(3000, ge=1, le=65535)
+    api_url: str = "https://slack.com/api/"
+    allowed_channels: list[str] = Field(default_factory=list)
+    allowed_users: list[str] = Field(default_factory=list)
+    admin_users: list[str] = Field(default_factory=list)
+    continue_threads: bool = True
+    native_streaming: bool = True
+
+    @field_validator("api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        # slack_sdk joins method names with urljoin: without the slash "/api" is silently dropped.
+        return value if value.endswith("/") else value + "/"
+
+
+class DiscordSettings(BaseModel):
+    """The Discord adapter."""
+
+    token: SecretStr | None = None
+    api_url: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
+    guild_ids: list[int] = Field(default_factory=list)
+    reply_in_thread: bool = False
+    allow_dms: bool = True
+    allowed_guilds: list[int] = Field(default_factory=list)
+    allowed_channels: list[int] = Field(default_factory=list)
+    allowed_roles: list[int] = Field(default_factory=list)
+    allowed_users: list[int] = Field(default_factory=list)
+    admin_roles: list[int] = Field(default_factory=list)
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus endpoint (off unless a port is set)."""
+
+    port: int | None = Field(None, ge=1, le=65535)
+    host: str = "0.0.0.0"
+
+
+class LogSettings(BaseModel):
+    """Logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """Every setting of komt-bot. See config/komt-bot.example.toml for a commented copy."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KOMT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    redis_url: SecretStr | None = Field(None, description="unset: `serve` embeds an in-process Redis")
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _config_path()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as JSON-ready data with every secret shown as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+def _config_path() -> Path | None:
+    explicit = os.environ.get("KOMT_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"KOMT_CONFIG: no such file: {path}")
+        return path
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def _shown_input(where: str, value: Any) -> str:
+    """The offending value for the error line, unless it could be a secret or is too big to read."""
+    if any(word in where for word in ("TOKEN", "SECRET", "REDIS_URL")) or isinstance(value, dict | list):
+        return ""
+    text = repr(value)
+    return f" (got {text[:80]})"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning any invalid value into one readable :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = "KOMT_" + "__".join(str(part).upper() for part in first["loc"]) if first["loc"] else "settings"
+        raise ConfigError(f"{where}: {first['msg']}{_shown_input(where, first.get('input'))}") from e
+    except ValueError as e:  # malformed TOML or env JSON
+        raise ConfigError(f"settings: {e}") from e
