@@ -1,14 +1,14 @@
 """komt-bot's errors, all in one place.
 
-    KomtError
-    ├── ConfigError            a setting is missing or invalid (the CLI prints it and exits 2)
-    ├── QueueError             Redis could not be reached or answered something unexpected
-    │   ├── BacklogFullError   the backlog cap refused a new job (adapters answer "busy")
-    │   └── JobNotFoundError   no job has that id
-    ├── PromptError            a question cannot be turned into a prompt
-    │   ├── EmptyPromptError   nothing left after the mention was removed
-    │   └── PromptTooLongError longer than the configured limit
-    └── EngineError            the model failed to load or to generate
+KomtError
+├── ConfigError            a setting is missing or invalid (the CLI prints it and exits 2)
+├── QueueError             Redis could not be reached or answered something unexpected
+│   ├── BacklogFullError   the backlog cap refused a new job (adapters answer "busy")
+│   └── JobNotFoundError   no job has that id
+├── PromptError            a question cannot be turned into a prompt
+│   ├── EmptyPromptError   nothing left after the mention was removed
+│   └── PromptTooLongError longer than the configured limit
+└── EngineError            the model failed to load or to generate
 """
 
 from __future__ import annotations

@@ -1,0 +1,61 @@
+"""Everything komt-bot says to people about the state of their question: Korean first, English after."""
+
+from __future__ import annotations
+
+from komt_bot.errors import BacklogFullError, EmptyPromptError, KomtError, PromptTooLongError, QueueError
+
+
+def queued(ahead: int | None) -> str:
+    """The placeholder while a job waits."""
+    if not ahead:
+        return "⏳ 곧 답변을 시작합니다… / starting shortly…"
+    return f"⏳ 대기 중 — 앞에 {ahead}개 / queued, {ahead} ahead"
+
+
+WRITING_MARK = " ✍️"
+RESTARTED = "🔄 작업자가 바뀌어 답변을 처음부터 다시 씁니다 / a worker restarted, rewriting the answer"
+STOPPED = "⏹️ 답변을 중단했습니다 / stopped"
+STOP_REFUSED = "🙅 질문한 사람이나 관리자만 중단할 수 있습니다 / only the person who asked (or an admin) can stop this"
+EMPTY = "🤔 질문이 비어 있습니다. 멘션 뒤에 질문을 적어 주세요 / the question is empty: write it after the mention"
+BUSY = "🚦 지금은 요청이 많습니다. 잠시 후 다시 시도해 주세요 / the bot is busy, please try again in a moment"
+TIMEOUT = "⌛ 답변이 너무 오래 걸려 기다리기를 멈췄습니다 / the answer took too long, gave up waiting"
+QUEUE_DOWN = "🔌 작업 대기열에 연결할 수 없습니다. 관리자에게 알려 주세요 / cannot reach the job queue, tell an admin"
+NOT_ALLOWED = "🔒 이 채널이나 사용자에게는 허용되지 않았습니다 / komt-bot is not enabled here"
+DMS_OFF = "🔒 DM에서는 사용할 수 없습니다 / komt-bot does not answer direct messages"
+TRUNCATED = "✂️ (최대 길이에 도달해 답변이 잘렸습니다 / the answer hit the length limit)"
+
+
+def too_long(length: int, limit: int) -> str:
+    """A question over the size limit."""
+    return f"📏 질문이 너무 깁니다 ({length:,}자, 최대 {limit:,}자) / the question is too long ({length:,} > {limit:,})"
+
+
+def rate_limited(seconds: float) -> str:
+    """A person over their per-minute allowance."""
+    wait = max(1, round(seconds))
+    return f"🐢 요청이 너무 잦습니다. {wait}초 후 다시 시도해 주세요 / too many requests, try again in {wait}s"
+
+
+def failed(code: str | None, detail: str | None) -> str:
+    """The job ended with an error event."""
+    if code == "dead_letter":
+        return "💥 여러 번 시도했지만 답변을 만들지 못했습니다 / the answer failed after several attempts"
+    if code == "prompt_too_long":
+        return "📏 대화가 너무 길어 모델에 넣을 수 없습니다 / the conversation is too long for the model"
+    if code == "empty_prompt":
+        return EMPTY
+    reason = f" ({detail[:200]})" if detail else ""
+    return f"💥 답변 중 오류가 났습니다 / the answer failed{reason}"
+
+
+def for_error(error: KomtError) -> str:
+    """What to tell the person for an error raised before a job exists."""
+    if isinstance(error, BacklogFullError):
+        return BUSY
+    if isinstance(error, EmptyPromptError):
+        return EMPTY
+    if isinstance(error, PromptTooLongError):
+        return too_long(error.length, error.limit)
+    if isinstance(error, QueueError):
+        return QUEUE_DOWN
+    return failed(None, str(error))

@@ -1,0 +1,106 @@
+"""The komt prompt: the model card's template, conversations within a token budget, and answer extraction.
+
+The model card's template is ``### instruction: {x}\\n\\n### Response: ``. Earlier turns of a thread are rendered
+the same way, one after another, and the oldest are dropped first until the prompt fits. Text from people cannot
+open a new instruction or response block: the ``###`` markers they type are neutralised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from komt_bot.errors import EmptyPromptError, PromptTooLongError
+from komt_bot.queue import Turn
+
+INSTRUCTION = "### instruction: "
+RESPONSE = "### Response: "
+TURN_SEPARATOR = "\n\n"
+# "###" anywhere starts a template marker for the model (and is a stop sequence), so people's text never keeps it.
+_MARKER = re.compile(r"#{3,}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPECIAL_TOKENS = re.compile(r"</?s>|<unk>|<\|[a-z_]+\|>", re.IGNORECASE)
+
+TokenCounter = Callable[[str], int]
+
+
+def sanitize(text: str) -> str:
+    """Make a person's text safe to place inside the template.
+
+    Removes control characters and special-token spellings, and breaks runs of ``#`` so nobody can write
+    ``### Response:`` and put words in the model's mouth. Surrogates from broken UTF-8 are replaced.
+    """
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    text = _CONTROL.sub("", text)
+    text = _SPECIAL_TOKENS.sub("", text)
+    text = _MARKER.sub(lambda m: "# " * len(m.group(0)), text)
+    return text.strip()
+
+
+def render_turn(instruction: str, response: str | None = None) -> str:
+    """One exchange in the model card's format; ``response=None`` leaves the response open for the model."""
+    head = f"{INSTRUCTION}{instruction}{TURN_SEPARATOR}{RESPONSE}"
+    return head if response is None else f"{head}{response}"
+
+
+def check_question(text: str, *, max_chars: int) -> str:
+    """Sanitize a question, raising EmptyPromptError or PromptTooLongError where it cannot be asked."""
+    if len(text) > max_chars:
+        raise PromptTooLongError(len(text), max_chars)
+    cleaned = sanitize(text)
+    if not cleaned:
+        raise EmptyPromptError("the question is empty")
+    return cleaned
+
+
+def _exchanges(conversation: Sequence[Turn]) -> tuple[list[tuple[str, str]], str]:
+    """Pair the turns into (instruction, response) exchanges, plus the final open instruction."""
+    if not conversation or conversation[-1].role != "user":
+        raise EmptyPromptError("the conversation does not end with a question")
+    exchanges: list[tuple[str, str]] = []
+    pending: list[str] = []
+    for turn in conversation[:-1]:
+        text = sanitize(turn.text)
+        if not text:
+            continue
+        if turn.role == "user":
+            pending.append(text)
+        elif pending:
+            exchanges.append(("\n".join(pending), text))
+            pending = []
+    question = sanitize(conversation[-1].text)
+    if not question:
+        raise EmptyPromptError("the question is empty")
+    return exchanges, "\n".join([*pending, question])
+
+
+def build_prompt(conversation: Sequence[Turn], *, max_tokens: int, count_tokens: TokenCounter) -> str:
+    """Render a conversation, dropping the oldest exchanges until it fits in ``max_tokens``.
+
+    Raises PromptTooLongError when the last question alone does not fit.
+    """
+    exchanges, question = _exchanges(conversation)
+    last = render_turn(question)
+    last_tokens = count_tokens(last)
+    if last_tokens > max_tokens:
+        raise PromptTooLongError(last_tokens, max_tokens)
+    kept: list[str] = []
+    used = last_tokens
+    for instruction, response in reversed(exchanges):
+        block = render_turn(instruction, response) + TURN_SEPARATOR
+        cost = count_tokens(block)
+        if used + cost > max_tokens:
+            break
+        kept.append(block)
+        used += cost
+    return "".join(reversed(kept)) + last
+
+
+def extract_answer(generated: str, stop: Sequence[str]) -> str:
+    """The answer part of generated text: up to the first stop sequence, without surrounding blanks."""
+    cut = len(generated)
+    for marker in stop:
+        index = generated.find(marker)
+        if index != -1:
+            cut = min(cut, index)
+    return generated[:cut].strip()

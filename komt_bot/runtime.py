@@ -1,0 +1,127 @@
+"""How the processes are put together: Redis client, engine, worker, adapters, the all-in-one stack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from komt_bot.errors import ConfigError, QueueError
+from komt_bot.queue import JobQueue, connect
+from komt_bot.settings import Settings
+from komt_bot.worker import Worker
+
+log = logging.getLogger(__name__)
+
+ADAPTERS = {"slack": "adapters.slack_app", "discord": "adapters.discord_bot"}
+
+
+class AdapterServe(Protocol):
+    def __call__(self, settings: Settings, queue: JobQueue) -> Awaitable[None]: ...
+
+
+def embedded_redis() -> aioredis.Redis:
+    """An in-process Redis (fakeredis with Lua) for a single-process `serve` without a Redis server."""
+    import fakeredis
+
+    return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def open_queue(settings: Settings, *, embedded_ok: bool = False) -> AsyncIterator[JobQueue]:
+    """A JobQueue on the configured Redis (checked with a PING), closed afterwards."""
+    if settings.redis_url is None and embedded_ok:
+        log.info("no KOMT_REDIS_URL: using an embedded in-process Redis (jobs live only in this process)")
+        client = embedded_redis()
+    else:
+        client = connect(settings)
+    try:
+        try:
+            await client.ping()
+        except Exception as e:
+            raise QueueError(f"Redis does not answer: {e}") from e
+        yield JobQueue(client, settings.queue)
+    finally:
+        await client.aclose()
+
+
+def configured_adapters(settings: Settings) -> list[str]:
+    """The adapters whose credentials are set."""
+    names = []
+    if settings.slack.bot_token is not None:
+        names.append("slack")
+    if settings.discord.token is not None:
+        names.append("discord")
+    return names
+
+
+def adapter_serve(name: str) -> AdapterServe:
+    """The ``serve(settings, queue)`` coroutine function of an adapter module."""
+    try:
+        module = importlib.import_module(ADAPTERS[name])
+    except ImportError as e:
+        raise ConfigError(f"the {name} adapter needs its extra: pip install 'komt-bot[{name}]' ({e})") from e
+    serve: AdapterServe = module.serve
+    return serve
+
+
+async def _load_engine(settings: Settings) -> Any:
+    from komt_bot.engine import load_engine
+
+    return await asyncio.to_thread(load_engine, settings.model, settings.generation)
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    name: str | None = None,
+    on_ready: Callable[[dict[str, Callable[[], None]]], None] | None = None,
+) -> None:
+    """``komt-bot worker``: load the model, then serve jobs until stopped."""
+    async with open_queue(settings) as queue:
+        engine = await _load_engine(settings)
+        try:
+            worker = Worker(queue, engine, settings, name=name)
+            if on_ready:
+                on_ready({"stop": worker.stop})
+            await worker.run(burst=burst)
+        finally:
+            await engine.close()
+
+
+async def run_adapter(settings: Settings, name: str) -> None:
+    """``komt-bot slack`` / ``komt-bot discord``."""
+    serve = adapter_serve(name)
+    async with open_queue(settings) as queue:
+        await serve(settings, queue)
+
+
+async def run_stack(settings: Settings, *, chat: bool) -> None:
+    """``komt-bot serve``: a worker and every configured adapter (and the terminal chat) in one process."""
+    from adapters.console import repl
+
+    adapters = configured_adapters(settings)
+    if not adapters and not chat:
+        log.warning("no Slack or Discord credentials are set: only the worker runs (add --chat to talk here)")
+    async with open_queue(settings, embedded_ok=True) as queue:
+        engine = await _load_engine(settings)
+        worker = Worker(queue, engine, settings)
+        tasks = [asyncio.create_task(worker.run(), name="worker")]
+        tasks += [asyncio.create_task(adapter_serve(n)(settings, queue), name=n) for n in adapters]
+        try:
+            if chat:
+                await repl(queue, settings)
+            else:
+                await asyncio.gather(*tasks)
+        finally:
+            worker.stop()
+            for task in tasks[1:]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.close()
