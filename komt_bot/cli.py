@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except ConfigError as e:
-        Console(stderr=True).print(f"[red]configuration error:[/] {e}", highlight=False)
+        Console(stderr=True).print(f"[red]configuration error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KomtError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)

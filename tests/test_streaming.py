@@ -1,0 +1,114 @@
+"""The reply editor: splitting before the limit, throttled edits, restarts, the final text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from komt_bot import messages
+from komt_bot.streaming import ReplyEditor, ReplyLimits, split_text, utf8_size
+
+
+@given(st.text(alphabet=st.sampled_from("가나다라 \n.abc😀"), max_size=3000), st.integers(8, 400))
+def test_split_pieces_fit_and_join_back(text: str, limit: int) -> None:
+    pieces = split_text(text, limit, utf8_size)
+    assert "".join(pieces) == text
+    assert all(utf8_size(p) <= limit for p in pieces)
+
+
+def test_split_prefers_a_line_break() -> None:
+    text = "첫 문단입니다.\n\n" + "둘" * 10
+    assert split_text(text, 12) == ["첫 문단입니다.\n\n", "둘" * 10]
+
+
+@dataclass
+class FakeClock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class RecordingSink:
+    """A ReplySink that keeps what a platform would show, and when each call happened."""
+
+    clock: FakeClock
+    shown: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[float, str, str, bool]] = field(default_factory=list)
+
+    async def post(self, text: str, *, active: bool) -> str:
+        handle = f"m{len(self.shown)}"
+        self.shown[handle] = text
+        self.calls.append((self.clock.now, "post", handle, active))
+        return handle
+
+    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+        self.shown[handle] = text
+        self.calls.append((self.clock.now, "edit", handle, active))
+
+
+def make_editor(max_size: int = 100) -> tuple[ReplyEditor, RecordingSink, FakeClock]:
+    clock = FakeClock()
+    sink = RecordingSink(clock)
+    editor = ReplyEditor(sink, ReplyLimits(max_size, utf8_size, 1.0), clock=clock, sleep=clock.sleep)
+    return editor, sink, clock
+
+
+async def test_edits_of_one_message_are_at_least_a_second_apart() -> None:
+    editor, sink, clock = make_editor(max_size=10_000)
+    await editor.status(messages.queued(2))
+    for _ in range(50):
+        clock.now += 0.1
+        editor.append("토큰 ")
+        await editor.flush()
+    await editor.finish()
+    times = [t for t, kind, handle, _ in sink.calls if handle == "m0"]
+    assert all(b - a >= 1.0 for a, b in zip(times, times[1:], strict=False))
+    assert sink.shown["m0"] == ("토큰 " * 50).strip() or sink.shown["m0"] == "토큰 " * 50
+    assert sink.calls[-1][3] is False  # the final edit removes the Stop button
+
+
+async def test_a_long_answer_continues_in_more_messages() -> None:
+    editor, sink, clock = make_editor(max_size=90)
+    for _ in range(40):
+        clock.now += 2
+        editor.append("한국어 문장입니다. ")
+        await editor.flush()
+    await editor.finish()
+    assert len(sink.shown) > 3
+    assert "".join(sink.shown.values()) == "한국어 문장입니다. " * 40
+    assert all(utf8_size(text) <= 90 for text in sink.shown.values())
+
+
+async def test_a_restart_resets_the_reply_instead_of_doubling_it() -> None:
+    editor, sink, clock = make_editor(max_size=300)
+    editor.append("첫 시도")
+    await editor.flush()
+    editor.reset()
+    clock.now += 2
+    await editor.flush()
+    assert messages.RESTARTED in sink.shown["m0"]
+    editor.append("두 번째 시도")
+    await editor.finish()
+    assert sink.shown["m0"] == "두 번째 시도"
+
+
+async def test_an_error_is_written_into_the_reply() -> None:
+    editor, sink, _clock = make_editor()
+    editor.append("부분 답변")
+    await editor.flush()
+    await editor.finish(messages.failed("engine_error", "boom"))
+    assert sink.shown["m0"].startswith("부분 답변\n\n💥")
+
+
+async def test_an_empty_answer_says_so() -> None:
+    editor, sink, _clock = make_editor()
+    await editor.status(messages.queued(0))
+    await editor.finish()
+    assert "empty answer" in sink.shown["m0"]
