@@ -125,9 +125,11 @@ def tiny_model(
     size: Annotated[str, typer.Option(help="tiny or small (the benchmark size)")] = "tiny",
 ) -> None:
     """Write a random tiny Llama with a Korean byte-fallback tokenizer and a random LoRA (answers are noise)."""
-    from komt_bot.engine.tiny import build_tiny_model
+    from komt_bot.engine.tiny import BENCH_KWARGS, build_tiny_model
 
-    base, adapter = build_tiny_model(directory, size=size)
+    if size not in ("tiny", "small"):
+        raise typer.BadParameter("tiny or small", param_hint="--size")
+    base, adapter = build_tiny_model(directory, **(BENCH_KWARGS if size == "small" else {}))
     Console().print(f"wrote [bold]{base}[/] and [bold]{adapter}[/]")
     Console().print(f"use it with: KOMT_MODEL__BASE={base} KOMT_MODEL__ADAPTER={adapter}")
 
