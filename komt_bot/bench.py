@@ -353,7 +353,7 @@ def resolve_model(model: str, adapter: str | None, quantization: str, bench_dir:
         shape = model.split(":", 1)[1]
         return ModelSettings(
             base=shape, adapter=None, quantization=quantization, load_format="dummy", dummy_shape=shape
-        )  # type: ignore[arg-type]
+        )
     if model in ("small", "tiny") and not Path(model).exists():
         from komt_bot.engine.tiny import BENCH_KWARGS, build_tiny_model
 
@@ -365,9 +365,9 @@ def resolve_model(model: str, adapter: str | None, quantization: str, bench_dir:
         return ModelSettings(
             base=str(target / "base"),
             adapter=default_adapter if adapter is None else (adapter or None),
-            quantization=quantization,  # type: ignore[arg-type]
+            quantization=quantization,
         )
-    return ModelSettings(base=model, adapter=adapter or None, quantization=quantization)  # type: ignore[arg-type]
+    return ModelSettings(base=model, adapter=adapter or None, quantization=quantization)
 
 
 def _gpu_peak_reset() -> Callable[[], float | None]:

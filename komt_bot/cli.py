@@ -52,7 +52,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]], *, on_signal: Callable[[
     async def runner() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        stop: Callable[[], None] = on_signal or (lambda: task.cancel() if task else None)
+        stop: Callable[[], object] = on_signal or (lambda: task.cancel() if task else None)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
         await main()

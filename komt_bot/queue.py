@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
@@ -43,6 +43,8 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 FINAL_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
 EventType = Literal["start", "delta", "done", "error"]
 RECENT_WINDOW_SECONDS = 3600
+# What redis-py returns for XRANGE-like reads (with decode_responses): [(entry id, {field: value})]
+StreamEntries = list[tuple[str, dict[str, str]]]
 
 
 class Turn(BaseModel):
@@ -244,7 +246,7 @@ def new_job_id() -> str:
 
 def _decode_event(entry_id: str, fields: dict[str, str]) -> Event:
     data = json.loads(fields.get("data") or "{}")
-    return Event(id=entry_id, type=fields["type"], **data)  # type: ignore[arg-type]
+    return Event(id=entry_id, type=fields["type"], **data)
 
 
 class JobQueue:
@@ -318,7 +320,7 @@ class JobQueue:
             rank = await self.redis.zrank(self.keys.waiting, job_id)
         except RedisError as e:
             raise QueueError(f"could not read the queue position: {e}") from e
-        return None if rank is None else int(rank)
+        return None if rank is None else int(cast(int, rank))
 
     async def events(
         self, job_id: str, *, after: str = "0-0", block_seconds: float = 1.0
@@ -332,7 +334,10 @@ class JobQueue:
         last = after
         while True:
             try:
-                batches = await self.redis.xread({key: last}, count=200, block=max(1, int(block_seconds * 1000)))
+                batches = cast(
+                    list[tuple[str, StreamEntries]],
+                    await self.redis.xread({key: last}, count=200, block=max(1, int(block_seconds * 1000))),
+                )
             except RedisError as e:
                 raise QueueError(f"could not read the job's output: {e}") from e
             if not batches:
@@ -366,7 +371,7 @@ class JobQueue:
     async def job(self, job_id: str) -> dict[str, str]:
         """The job's record (state, attempt, origin, times, ...). Raises :class:`JobNotFoundError`."""
         try:
-            record: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))
+            record = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
         except RedisError as e:
             raise QueueError(f"could not read the job: {e}") from e
         if not record:
@@ -390,12 +395,15 @@ class JobQueue:
         try:
             entries = await self._take_over(consumer, count)
             if len(entries) < count:
-                batches = await self.redis.xreadgroup(
-                    GROUP,
-                    consumer,
-                    {self.keys.jobs: ">"},
-                    count=count - len(entries),
-                    block=max(1, int(block_seconds * 1000)) if not entries else None,
+                batches = cast(
+                    list[tuple[str, StreamEntries]] | None,
+                    await self.redis.xreadgroup(
+                        GROUP,
+                        consumer,
+                        {self.keys.jobs: ">"},
+                        count=count - len(entries),
+                        block=max(1, int(block_seconds * 1000)) if not entries else None,
+                    ),
                 )
                 for _stream, new_entries in batches or []:
                     entries.extend(new_entries)
@@ -436,7 +444,7 @@ class JobQueue:
         if not ids:
             return
         try:
-            await self.redis.xclaim(self.keys.jobs, GROUP, consumer, 0, ids, justid=True)
+            await self.redis.xclaim(self.keys.jobs, GROUP, consumer, 0, list[Any](ids), justid=True)
         except RedisError as e:
             raise QueueError(f"could not heartbeat: {e}") from e
 
@@ -517,8 +525,9 @@ class JobQueue:
         ttl = self.settings.job_ttl_seconds
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(k.out(job.job_id), event)  # type: ignore[arg-type]
-                pipe.hset(k.job(job.job_id), mapping={"state": state, "finished": f"{now:.3f}", **fields})
+                pipe.xadd(k.out(job.job_id), cast(dict[Any, Any], event))
+                record: dict[Any, Any] = {"state": state, "finished": f"{now:.3f}", **fields}
+                pipe.hset(k.job(job.job_id), mapping=record)
                 pipe.expire(k.job(job.job_id), ttl)
                 pipe.expire(k.out(job.job_id), ttl)
                 pipe.delete(k.cancel(job.job_id))

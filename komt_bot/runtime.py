@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -22,14 +22,14 @@ ADAPTERS = {"slack": "adapters.slack_app", "discord": "adapters.discord_bot"}
 
 
 class AdapterServe(Protocol):
-    def __call__(self, settings: Settings, queue: JobQueue) -> Awaitable[None]: ...
+    def __call__(self, settings: Settings, queue: JobQueue) -> Coroutine[Any, Any, None]: ...
 
 
 def embedded_redis() -> aioredis.Redis:
     """An in-process Redis (fakeredis with Lua) for a single-process `serve` without a Redis server."""
     import fakeredis
 
-    return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)  # type: ignore[no-any-return]
+    return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
 
 
 @contextlib.asynccontextmanager

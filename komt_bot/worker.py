@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from komt_bot.engine.base import Engine, FinishReason, GenerationRequest, SamplingParams
 from komt_bot.errors import PromptError, PromptTooLongError, QueueError
@@ -196,7 +196,7 @@ class Worker:
             log.exception("job %s failed", job.job_id)
             await self._fail(job, "engine_error", f"{type(e).__name__}: {e}", retryable=True)
         else:
-            state = "cancelled" if reason == "cancelled" else "done"
+            state: Literal["done", "cancelled"] = "cancelled" if reason == "cancelled" else "done"
             try:
                 await self.queue.finish(job, state=state, finish_reason=reason, usage=usage)
             except QueueError as e:
