@@ -97,3 +97,30 @@ class Engine(Protocol):
     async def close(self) -> None:
         """Release the model and any background thread."""
         ...
+
+
+@runtime_checkable
+class GenerationStream(Protocol):
+    """What the built-in engines' ``generate`` returns: an async iterator that can also be cancelled in place.
+
+    ``cancel()`` stops the request and frees its slot; the stream then yields one last update with
+    ``finish_reason="cancelled"`` (and the usage so far) and ends. ``aclose()``, or dropping the stream, cancels the
+    same way without waiting for that update; ``last_update`` still records it.
+    """
+
+    def __aiter__(self) -> GenerationStream: ...
+
+    async def __anext__(self) -> GenerationUpdate: ...
+
+    @property
+    def last_update(self) -> GenerationUpdate | None:
+        """The final update of the request once it has one (also after ``aclose()``)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop generating; the stream ends with a ``"cancelled"`` update."""
+        ...
+
+    async def aclose(self) -> None:
+        """Cancel (if still running) and end the stream at once."""
+        ...
