@@ -1,12 +1,32 @@
 """Prometheus metrics. One :class:`Metrics` per process, on its own registry (no module globals).
 
 The worker and the adapters take a ``Metrics`` and count what they do; ``serve_metrics`` exposes the registry
-over HTTP when ``metrics.port`` is set.
+over HTTP when ``metrics.port`` is set, and :func:`process_metrics` does that plus the queue-depth sampling for a
+whole process. Adapters count their platform calls with :class:`MeteredSink` (or :func:`platform_call`); the worker's
+series come from :mod:`komt_bot.worker_metrics`.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from komt_bot.errors import ConfigError, QueueError
+from komt_bot.queue import JobQueue
+from komt_bot.queue_admin import QueueAdmin
+from komt_bot.settings import MetricsSettings
+from komt_bot.streaming import ReplySink
+
+log = logging.getLogger(__name__)
+
+QUEUE_SAMPLE_SECONDS = 5.0
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
@@ -41,3 +61,112 @@ class Metrics:
         self.requests = Counter(
             "komt_requests_total", "Questions received by adapters, by result", ["platform", "result"], registry=r
         )
+        self.endpoint: MetricsServer | None = None  # set by serve_metrics
+
+
+@dataclass(slots=True)
+class MetricsServer:
+    """A running ``/metrics`` HTTP endpoint (prometheus-client's WSGI server on a daemon thread)."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the chosen one when the setting was 0)."""
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve_metrics(metrics: Metrics, settings: MetricsSettings) -> MetricsServer | None:
+    """Expose ``metrics``' registry on ``settings.host:settings.port``; None when no port is set (the default).
+
+    Raises :class:`ConfigError` when the port cannot be bound.
+    """
+    if settings.port is None:
+        return None
+    try:
+        server, thread = start_http_server(settings.port, addr=settings.host, registry=metrics.registry)
+    except OSError as e:
+        raise ConfigError(f"KOMT_METRICS__PORT: cannot listen on {settings.host}:{settings.port}: {e}") from e
+    log.info("metrics on http://%s:%d/metrics", settings.host, server.server_port)
+    metrics.endpoint = MetricsServer(server, thread)
+    return metrics.endpoint
+
+
+async def sample_queue_depth(metrics: Metrics, queue: JobQueue, interval: float = QUEUE_SAMPLE_SECONDS) -> None:
+    """Set the queue-depth gauge from Redis every ``interval`` seconds until cancelled."""
+    admin = QueueAdmin(queue)
+    while True:
+        try:
+            metrics.queue_depth.set(await admin.waiting_count())
+        except QueueError as e:
+            log.warning("could not sample the queue depth: %s", e)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def process_metrics(
+    settings: MetricsSettings, queue: JobQueue, *, sample_seconds: float = QUEUE_SAMPLE_SECONDS
+) -> AsyncIterator[Metrics]:
+    """The process's :class:`Metrics`; with a port set, also its endpoint and the queue-depth sampler.
+
+    The worker and each adapter wrap their run in this and count into the yielded ``Metrics``.
+    """
+    metrics = Metrics()
+    server = serve_metrics(metrics, settings)
+    sampler = asyncio.create_task(sample_queue_depth(metrics, queue, sample_seconds)) if server else None
+    try:
+        yield metrics
+    finally:
+        if sampler:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        if server:
+            server.close()
+
+
+def is_rate_limited(error: BaseException) -> bool:
+    """Whether a platform library's error is an HTTP 429 (slack_sdk, discord.py and httpx all carry the status)."""
+    response = getattr(error, "response", None)
+    status = (
+        getattr(error, "status", None) or getattr(response, "status_code", None) or getattr(response, "status", None)
+    )
+    return status == 429
+
+
+@contextlib.contextmanager
+def platform_call(metrics: Metrics, platform: str) -> Iterator[None]:
+    """Count one post or edit on ``platform``: an edit when it succeeds, an error (and a 429) when it raises."""
+    try:
+        yield
+    except Exception as e:
+        metrics.platform_errors.labels(platform).inc()
+        if is_rate_limited(e):
+            metrics.rate_limited.labels(platform).inc()
+        raise
+    metrics.edits.labels(platform).inc()
+
+
+class MeteredSink:
+    """A :class:`komt_bot.streaming.ReplySink` that counts every post and edit of the sink it wraps."""
+
+    def __init__(self, sink: ReplySink, metrics: Metrics, platform: str) -> None:
+        self.sink = sink
+        self.metrics = metrics
+        self.platform = platform
+
+    async def post(self, text: str, *, active: bool) -> str:
+        """Post through the wrapped sink, counted."""
+        with platform_call(self.metrics, self.platform):
+            return await self.sink.post(text, active=active)
+
+    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+        """Edit through the wrapped sink, counted."""
+        with platform_call(self.metrics, self.platform):
+            await self.sink.edit(handle, text, active=active)

@@ -124,15 +124,15 @@ class DiscordSettings(BaseModel):
 class MetricsSettings(BaseModel):
     """Prometheus endpoint (off unless a port is set)."""
 
-    port: int | None = Field(None, ge=1, le=65535)
-    host: str = "0.0.0.0"
+    port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on this port; 0 picks a free one")
+    host: str = Field("0.0.0.0", description="address the metrics endpoint listens on")
 
 
 class LogSettings(BaseModel):
     """Logging."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
+    format: Literal["text", "json"] = Field("text", description="text: readable lines; json: one object per line")
 
 
 class Settings(BaseSettings):
