@@ -54,13 +54,15 @@ class TokenBytes:
 class IncrementalDetokenizer:
     """Turns one request's token ids into text, a piece at a time, without ever splitting a character.
 
-    Like the Llama-2 decoder, the single leading space of the answer is dropped. Bytes that can never become valid
-    UTF-8 are shown as U+FFFD (as ``tokenizer.decode`` would); an incomplete tail is held back until :meth:`flush`.
+    Like the Llama-2 decoder, the single leading space of the answer is dropped. An incomplete tail is held back
+    until the rest of its character arrives. Bytes that can never become valid UTF-8 (a model can sample a lone
+    ``<0xEB>`` followed by a plain token) are dropped rather than shown as U+FFFD: people never see a broken
+    character in chat, and every valid character is kept exactly as ``tokenizer.decode`` would show it.
     """
 
     def __init__(self, token_bytes: TokenBytes, *, strip_leading_space: bool = True) -> None:
         self._token_bytes = token_bytes
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         self._at_start = strip_leading_space
 
     def feed(self, token_ids: Iterable[int]) -> str:
@@ -73,5 +75,5 @@ class IncrementalDetokenizer:
         return self._decoder.decode(data)
 
     def flush(self) -> str:
-        """Whatever is still held back, at the end of the answer (U+FFFD if it is a truncated character)."""
+        """Whatever is still held back, at the end of the answer (nothing if it is a truncated character)."""
         return self._decoder.decode(b"", final=True)
