@@ -150,15 +150,16 @@ class BatchingEngine:
     async def close(self) -> None:
         """End every in-flight request with an error update and stop the generation thread."""
         self._closed = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog.get_loop() is asyncio.get_running_loop():
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
         for item in list(self._in_flight.values()):
+            self._forget(item, still_running=True)
             item.channel.finish("", "error", error="engine is closing")
-        self._in_flight.clear()
         manager, self._manager = self._manager, None
         if manager is not None:
-            await asyncio.to_thread(_stop_manager, manager)
+            await asyncio.to_thread(_stop_manager, manager, hard=True)
 
     # ------------------------------------------------------------------ submitting
 
@@ -345,10 +346,10 @@ def _death_reason(manager: Any) -> str:
     return f"{type(error).__name__}: {error}" if error is not None else "stopped"
 
 
-def _stop_manager(manager: Any) -> None:
-    """Stop a manager's thread and release its cache (blocking; run it in a thread)."""
+def _stop_manager(manager: Any, *, hard: bool = False) -> None:
+    """Stop a manager's thread (``hard``: without finishing its requests) and release its cache (blocking)."""
     try:
-        manager.stop(block=True, timeout=STOP_TIMEOUT_SECONDS)
+        manager.stop(block=True, timeout=STOP_TIMEOUT_SECONDS, hard_stop=hard)
         manager.destroy()
     except Exception:
         log.exception("stopping the continuous batching manager failed")

@@ -67,13 +67,16 @@ class IncrementalDetokenizer:
 
     def feed(self, token_ids: Iterable[int]) -> str:
         """Text completed by ``token_ids`` (possibly empty while a character is still incomplete)."""
-        data = b"".join(self._token_bytes[token_id] for token_id in token_ids)
-        if self._at_start and data:
-            self._at_start = False
-            if data.startswith(b" "):
-                data = data[1:]
-        return self._decoder.decode(data)
+        return self._strip_first(self._decoder.decode(b"".join(self._token_bytes[i] for i in token_ids)))
 
     def flush(self) -> str:
         """Whatever is still held back, at the end of the answer (nothing if it is a truncated character)."""
-        return self._decoder.decode(b"", final=True)
+        return self._strip_first(self._decoder.decode(b"", final=True))
+
+    def _strip_first(self, text: str) -> str:
+        # On text, not bytes: a dropped invalid byte before the first space must not shield that space.
+        if self._at_start and text:
+            self._at_start = False
+            if text.startswith(" "):
+                return text[1:]
+        return text

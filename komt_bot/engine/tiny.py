@@ -157,6 +157,8 @@ def build_model_from_shape(dest: Path, shape: ModelShape, *, seed: int = 0) -> t
     from peft import get_peft_model
     from transformers import GenerationConfig, LlamaForCausalLM
 
+    from komt_bot.engine.loading import quiet_third_party_warnings
+
     base_dir, lora_dir = dest / "base", dest / "lora"
     tokenizer = build_tokenizer(shape.vocab_size, seed=seed)
     torch.manual_seed(seed)
@@ -166,7 +168,9 @@ def build_model_from_shape(dest: Path, shape: ModelShape, *, seed: int = 0) -> t
     tokenizer.save_pretrained(base_dir)
     model.name_or_path = str(base_dir)
     torch.manual_seed(seed + 1)
-    get_peft_model(model, lora_config()).save_pretrained(lora_dir)
+    with quiet_third_party_warnings():
+        adapter = get_peft_model(model, lora_config())
+    adapter.save_pretrained(lora_dir)
     return base_dir, lora_dir
 
 
