@@ -88,15 +88,22 @@ class SlackSettings(BaseModel):
     """The Slack adapter."""
 
     bot_token: SecretStr | None = None
-    app_token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
-    port: int = Field(3000, ge=1, le=65535)
+    app_token: SecretStr | None = Field(None, description="xapp-...: Socket Mode; unset: the HTTP Events API")
+    signing_secret: SecretStr | None = Field(None, description="verifies HTTP requests (not used by Socket Mode)")
+    host: str = Field("0.0.0.0", description="HTTP mode: the address the events endpoint listens on")
+    port: int = Field(3000, ge=0, le=65535, description="HTTP mode: the port of /slack/events (0: any free port)")
     api_url: str = "https://slack.com/api/"
-    allowed_channels: list[str] = Field(default_factory=list)
-    allowed_users: list[str] = Field(default_factory=list)
-    admin_users: list[str] = Field(default_factory=list)
-    continue_threads: bool = True
-    native_streaming: bool = True
+    command: str = Field("/komt", pattern=r"^/[a-z0-9_-]+$", description="the slash command to answer")
+    allowed_channels: list[str] = Field(default_factory=list, description="channel ids; empty: every channel")
+    allowed_users: list[str] = Field(default_factory=list, description="user ids; empty: everyone")
+    admin_users: list[str] = Field(default_factory=list, description="may stop anyone's answer")
+    allow_dms: bool = Field(True, description="answer direct messages")
+    continue_threads: bool = Field(True, description="answer every message in a thread the bot has replied in")
+    native_streaming: bool = Field(True, description="chat.startStream/appendStream where the workspace allows")
+    history_limit: int = Field(100, ge=0, le=1000, description="earlier thread messages read as the conversation")
+    max_message_bytes: int = Field(
+        3800, ge=200, le=3900, description="split answers before this many UTF-8 bytes (msg_too_long is near 4000)"
+    )
 
     @field_validator("api_url")
     @classmethod

@@ -1,0 +1,434 @@
+"""A fake Slack for the adapter's tests: the Web API methods komt-bot calls, and a Socket Mode websocket.
+
+It runs on 127.0.0.1 (an ephemeral port) and speaks the real wire protocol to the real slack_sdk and slack-bolt:
+``POST/GET /api/{method}`` with form, query or JSON arguments, ``/socket`` for Socket Mode envelopes, and
+``/response/{id}`` for slash-command ``response_url`` posts. It keeps the messages of every channel, so a test
+can read a thread the way a person would see it, and it records every call with the time it arrived.
+
+Behaviour a test can switch on: errors for a method (``fail``), a 429 with ``Retry-After`` (``rate_limit``),
+native streams that expire (``expire_streams``), and ``msg_too_long`` above ``max_message_bytes`` like Slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+BOT_USER = "UKOMTBOT"
+BOT_ID = "BKOMT"
+TEAM = "T0TEAM"
+SECTION_MAX_CHARS = 3000
+STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
+SECRET = "test-signing-secret"
+
+
+@dataclass
+class Call:
+    """One request the fake received."""
+
+    method: str
+    args: dict[str, Any]
+    at: float  # time.monotonic() when it arrived
+    token: str | None = None
+
+
+@dataclass
+class Message:
+    """A message in a channel, as Slack keeps it."""
+
+    channel: str
+    ts: str
+    text: str
+    user: str | None = None
+    bot_id: str | None = None
+    thread_ts: str | None = None
+    blocks: list[dict[str, Any]] | None = None
+    streaming: bool = False
+    deleted: bool = False
+    updates: int = 0
+
+    def as_api(self) -> dict[str, Any]:
+        """The message as conversations.replies returns it."""
+        data: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text}
+        if self.user:
+            data["user"] = self.user
+        if self.bot_id:
+            data["bot_id"] = self.bot_id
+        if self.thread_ts:
+            data["thread_ts"] = self.thread_ts
+        return data
+
+
+class SlackError(Exception):
+    """An ``ok: false`` answer."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass
+class FakeSlack:
+    """The fake server. ``await start()``, point ``api_url`` at it, ``await stop()``."""
+
+    max_message_bytes: int = 4000
+    expire_streams: bool = False
+    calls: list[Call] = field(default_factory=list)
+    messages: dict[str, Message] = field(default_factory=dict)
+    socket_acks: list[dict[str, Any]] = field(default_factory=list)
+    _failures: dict[str, list[str]] = field(default_factory=dict)
+    _rate_limits: dict[str, int] = field(default_factory=dict)
+    _sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on an ephemeral port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/socket", self._socket)
+        app.router.add_post("/response/{id}", self._response_url)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Close every websocket and stop listening."""
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base URL to give slack_sdk (with its trailing slash)."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def response_url(self, name: str = "r") -> str:
+        """A ``response_url`` for slash commands and actions that lands here."""
+        return f"http://127.0.0.1:{self.port}/response/{name}"
+
+    # -- test controls -----------------------------------------------------------------------------------------
+
+    def fail(self, method: str, error: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
+        self._failures.setdefault(method, []).extend([error] * times)
+
+    def rate_limit(self, method: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with HTTP 429 and ``Retry-After: 1``."""
+        self._rate_limits[method] = self._rate_limits.get(method, 0) + times
+
+    def new_ts(self) -> str:
+        """A fresh, increasing message timestamp."""
+        n = next(self._counter)
+        return f"{1_700_000_000 + n}.{n:06d}"
+
+    def add_message(
+        self, channel: str, text: str, *, user: str | None = None, thread_ts: str | None = None, bot: bool = False
+    ) -> Message:
+        """Put a message in a channel (a person's, or with ``bot=True`` one komt-bot wrote earlier)."""
+        message = Message(
+            channel,
+            self.new_ts(),
+            text,
+            user=BOT_USER if bot else user,
+            bot_id=BOT_ID if bot else None,
+            thread_ts=thread_ts,
+        )
+        self.messages[message.ts] = message
+        return message
+
+    # -- reading what happened ---------------------------------------------------------------------------------
+
+    def calls_of(self, *methods: str) -> list[Call]:
+        """The recorded calls of these methods, in arrival order."""
+        return [c for c in self.calls if c.method in methods]
+
+    def thread(self, channel: str, thread_ts: str, *, bot_only: bool = True) -> list[Message]:
+        """The visible messages of a thread (root excluded), oldest first."""
+        found = [
+            m
+            for m in self.messages.values()
+            if m.channel == channel and m.thread_ts == thread_ts and m.ts != thread_ts and not m.deleted
+        ]
+        if bot_only:
+            found = [m for m in found if m.bot_id == BOT_ID]
+        return sorted(found, key=lambda m: _ts_key(m.ts))
+
+    def thread_text(self, channel: str, thread_ts: str) -> str:
+        """What the bot's messages in a thread say, joined, with Slack's escaping undone."""
+        return "".join(_unescape(m.text) for m in self.thread(channel, thread_ts))
+
+    # -- Socket Mode -------------------------------------------------------------------------------------------
+
+    async def socket_connected(self, timeout: float = 10.0) -> None:
+        """Wait until a Socket Mode client is connected."""
+        deadline = time.monotonic() + timeout
+        while not [ws for ws in self._sockets if not ws.closed]:
+            if time.monotonic() > deadline:
+                raise AssertionError("no Socket Mode client connected")
+            await asyncio.sleep(0.02)
+
+    async def send_envelope(
+        self, kind: str, payload: dict[str, Any], *, retry_attempt: int = 0, retry_reason: str = ""
+    ) -> str:
+        """Deliver an envelope (``events_api``, ``slash_commands``, ``interactive``) to the connected client."""
+        envelope_id = uuid.uuid4().hex
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
+        }
+        for ws in self._sockets:
+            if not ws.closed:
+                await ws.send_str(json.dumps(envelope))
+                return envelope_id
+        raise AssertionError("no Socket Mode client connected")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_str(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}))
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                self.socket_acks.append(json.loads(message.data))
+        return ws
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        self.calls.append(Call("response_url", await request.json(), time.monotonic()))
+        return web.Response(text="ok")
+
+    # -- the Web API -------------------------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await _arguments(request)
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ") or args.pop("token", None)
+        self.calls.append(Call(method, args, time.monotonic(), token))
+        if self._rate_limits.get(method):
+            self._rate_limits[method] -= 1
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"})
+        try:
+            if self._failures.get(method):
+                raise SlackError(self._failures[method].pop(0))
+            handler = getattr(self, "_" + method.replace(".", "_"), None)
+            if handler is None:
+                raise SlackError("unknown_method")
+            result: dict[str, Any] = handler(args, token)
+        except SlackError as e:
+            return web.json_response({"ok": False, "error": e.error})
+        return web.json_response({"ok": True, **result})
+
+    def _auth_test(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        if not token or not token.startswith("xoxb-"):
+            raise SlackError("invalid_auth")
+        return {"user_id": BOT_USER, "bot_id": BOT_ID, "team_id": TEAM, "user": "komt", "team": "Test"}
+
+    def _apps_connections_open(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        if not token or not token.startswith("xapp-"):
+            raise SlackError("not_allowed_token_type")
+        return {"url": f"ws://127.0.0.1:{self.port}/socket"}
+
+    def _chat_postMessage(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        channel, text = str(args["channel"]), str(args.get("text") or "")
+        blocks = _blocks(args)
+        self._check_size(text, blocks)
+        message = Message(channel, self.new_ts(), text, BOT_USER, BOT_ID, args.get("thread_ts"), blocks)
+        self.messages[message.ts] = message
+        return {"channel": channel, "ts": message.ts, "message": message.as_api()}
+
+    def _chat_update(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        message = self._find(args)
+        text = str(args.get("text") or "")
+        blocks = _blocks(args)
+        self._check_size(text, blocks)
+        if message.streaming:
+            raise SlackError("cant_update_message")
+        message.text, message.blocks = text, blocks or None
+        message.updates += 1
+        return {"channel": message.channel, "ts": message.ts, "text": text}
+
+    def _chat_delete(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        message = self._find(args)
+        message.deleted = True
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _chat_postEphemeral(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        return {"message_ts": self.new_ts()}
+
+    def _chat_startStream(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        channel = str(args["channel"])
+        if not args.get("thread_ts"):
+            raise SlackError("invalid_arguments")
+        if not channel.startswith("D") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
+            raise SlackError("missing_recipient_user_id")
+        text = _stream_text(args)
+        self._check_size(text, None)
+        message = Message(channel, self.new_ts(), text, BOT_USER, BOT_ID, str(args["thread_ts"]), streaming=True)
+        self.messages[message.ts] = message
+        return {"channel": channel, "ts": message.ts}
+
+    def _chat_appendStream(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        message = self._streaming(args)
+        text = message.text + _stream_text(args)
+        self._check_size(text, None)
+        message.text = text
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _chat_stopStream(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        message = self._streaming(args)
+        text = message.text + _stream_text(args)
+        self._check_size(text, None)
+        message.text, message.streaming = text, False
+        return {"channel": message.channel, "ts": message.ts, "message": message.as_api()}
+
+    def _conversations_replies(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        channel, root = str(args["channel"]), str(args["ts"])
+        found = [
+            m.as_api()
+            for m in sorted(self.messages.values(), key=lambda m: _ts_key(m.ts))
+            if m.channel == channel and (m.ts == root or m.thread_ts == root) and not m.deleted and not m.streaming
+        ]
+        start = int(args.get("cursor") or 0)
+        limit = int(args.get("limit") or 1000)
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        return {
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _find(self, args: dict[str, Any]) -> Message:
+        message = self.messages.get(str(args.get("ts")))
+        if message is None or message.deleted or message.channel != args.get("channel"):
+            raise SlackError("message_not_found")
+        return message
+
+    def _streaming(self, args: dict[str, Any]) -> Message:
+        message = self._find(args)
+        if self.expire_streams:
+            message.streaming = False
+        if not message.streaming:
+            raise SlackError("message_not_in_streaming_state")
+        return message
+
+    def _check_size(self, text: str, blocks: list[dict[str, Any]] | None) -> None:
+        if len(text.encode("utf-8")) > self.max_message_bytes:
+            raise SlackError("msg_too_long")
+        for block in blocks or []:
+            if block.get("type") == "section" and len(block["text"]["text"]) > SECTION_MAX_CHARS:
+                raise SlackError("invalid_blocks")
+
+
+async def _arguments(request: web.Request) -> dict[str, Any]:
+    args: dict[str, Any] = dict(request.query)
+    if request.can_read_body:
+        if request.content_type == "application/json":
+            args.update(await request.json())
+        else:
+            args.update(dict(await request.post()))
+    return args
+
+
+def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = args.get("blocks") or []
+    return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
+
+
+def _stream_text(args: dict[str, Any]) -> str:
+    text = str(args.get("markdown_text") or "")
+    for chunk in args.get("chunks") or []:
+        if chunk.get("type") == "markdown_text":
+            text += str(chunk.get("text") or "")
+    return text
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, fraction = ts.partition(".")
+    return int(seconds), int(fraction or 0)
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+# -- Slack's side of requests to the app -----------------------------------------------------------------------
+
+
+def signed_headers(body: bytes, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack puts on a request: a timestamp and the v0 HMAC signature of the raw body."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
+
+
+def event_body(event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+    """An Events API envelope around ``event``."""
+    return {
+        "token": "legacy",
+        "team_id": TEAM,
+        "api_app_id": "A0KOMT",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or "Ev" + uuid.uuid4().hex[:10].upper(),
+        "event_time": int(time.time()),
+        "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True, "is_enterprise_install": False}],
+    }
+
+
+def message_event(
+    message: Message, *, kind: str = "app_mention", channel_type: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The event for a message already in the fake (``app_mention`` or ``message``)."""
+    event: dict[str, Any] = {
+        "type": kind,
+        "user": message.user,
+        "text": message.text,
+        "ts": message.ts,
+        "channel": message.channel,
+        "event_ts": message.ts,
+        "team": TEAM,
+    }
+    if message.thread_ts:
+        event["thread_ts"] = message.thread_ts
+    if channel_type:
+        event["channel_type"] = channel_type
+    return event | extra
+
+
+def stop_value(message: Message) -> str:
+    """The value of the Stop button on a message."""
+    for block in message.blocks or []:
+        for element in block.get("elements", []):
+            if element.get("action_id") == "komt_stop":
+                return str(element["value"])
+    raise AssertionError(f"no Stop button on {message.ts}")
+
+
+def update_gaps(fake: FakeSlack) -> list[float]:
+    """Seconds between consecutive chat.update calls of the same message."""
+    by_ts: dict[str, list[Call]] = {}
+    for call in fake.calls_of("chat.update"):
+        by_ts.setdefault(str(call.args["ts"]), []).append(call)
+    return [b.at - a.at for calls in by_ts.values() for a, b in itertools.pairwise(calls)]
