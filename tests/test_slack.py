@@ -25,7 +25,6 @@ from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings, load_settings
 from komt_bot.streaming import EMPTY_ANSWER
-from tests.conftest import REDIS_URL
 from tests.fake_engine import ScriptedEngine
 from tests.fake_slack import (
     BOT_USER,
@@ -63,8 +62,9 @@ def stack_settings(base: Settings, fake: FakeSlack, **sections: dict[str, Any]) 
         "port": 0,
         "admin_users": [ADMIN],
     }
+    assert base.redis_url is not None
     return load_settings(
-        redis_url=REDIS_URL,
+        redis_url=base.redis_url.get_secret_value(),
         queue=base.queue.model_dump() | {"job_timeout_seconds": 60.0} | sections.get("queue", {}),
         worker={"coalesce_ms": 20},
         limits={"rate_limit_per_minute": 0} | sections.get("limits", {}),
