@@ -125,7 +125,12 @@ class DiscordSettings(BaseModel):
     allowed_channels: list[int] = Field(default_factory=list)
     allowed_roles: list[int] = Field(default_factory=list)
     allowed_users: list[int] = Field(default_factory=list)
-    admin_roles: list[int] = Field(default_factory=list)
+    admin_roles: list[int] = Field(default_factory=list, description="may stop anyone's answer")
+    message_content_intent: bool = Field(
+        True, description="ask for the privileged intent (reply chains, threads); falls back without it if not granted"
+    )
+    continue_threads: bool = Field(True, description="answer every message in a thread the bot started")
+    history_limit: int = Field(50, ge=0, le=100, description="earlier messages read to build a conversation")
 
 
 class MetricsSettings(BaseModel):

@@ -1,0 +1,80 @@
+"""The adapter's pure parts: reading answers back, allow-list rules, sizes and names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import tests.fake_discord  # noqa: F401  (first: imports discord.py without its audioop warning)
+from adapters.discord_access import Asker, refusal
+from adapters.discord_conversation import CONTINUED, answer_text, merge_turns
+from adapters.discord_sink import discord_length, thread_name
+from komt_bot import messages
+from komt_bot.queue import Turn
+from komt_bot.settings import DiscordSettings
+
+
+def test_answer_text_drops_marks_statuses_and_suffixes() -> None:
+    assert answer_text("절반쯤" + messages.WRITING_MARK) == "절반쯤"
+    assert answer_text("끝까지 썼습니다.\n\n" + messages.STOPPED) == "끝까지 썼습니다."
+    assert answer_text("잘렸습니다\n\n" + messages.TRUNCATED) == "잘렸습니다"
+    assert answer_text("첫 문단\n\n둘째 문단") == "첫 문단\n\n둘째 문단"
+    assert answer_text("문장이 이어지는 조각\n\n") == "문장이 이어지는 조각\n\n"  # pieces are joined back exactly
+    for status in (messages.queued(3), messages.queued(None), messages.BUSY, messages.rate_limited(5), CONTINUED):
+        assert answer_text(status) == ""
+    assert answer_text("…") == ""
+
+
+def test_merge_turns_joins_pieces_of_one_answer() -> None:
+
+    turns = [
+        Turn(role="user", text="질문"),
+        Turn(role="assistant", text="첫 조각. "),
+        Turn(role="assistant", text="둘째 조각"),
+        Turn(role="user", text="다음"),
+        Turn(role="user", text="질문"),
+    ]
+    assert merge_turns(turns) == [
+        Turn(role="user", text="질문"),
+        Turn(role="assistant", text="첫 조각. 둘째 조각"),
+        Turn(role="user", text="다음\n질문"),
+    ]
+
+
+def asker(**fields: Any) -> Any:
+
+    values: dict[str, Any] = {"user_id": 1, "role_ids": frozenset(), "guild_id": 10, "channel_ids": frozenset({20})}
+    return Asker(**(values | fields))
+
+
+@pytest.mark.parametrize(
+    ("settings", "fields", "expected"),
+    [
+        ({}, {}, None),
+        ({"allow_dms": False}, {"guild_id": None}, messages.DMS_OFF),
+        ({"allow_dms": False}, {}, None),
+        ({"allowed_guilds": [11]}, {}, messages.NOT_ALLOWED),
+        ({"allowed_guilds": [11]}, {"guild_id": None}, None),  # DMs follow allow_dms only
+        ({"allowed_channels": [30]}, {}, messages.NOT_ALLOWED),
+        ({"allowed_channels": [30]}, {"channel_ids": frozenset({21, 30})}, None),  # a thread of an allowed channel
+        ({"allowed_users": [2]}, {}, messages.NOT_ALLOWED),
+        ({"allowed_users": [2]}, {"user_id": 2}, None),
+        ({"allowed_roles": [5]}, {"role_ids": frozenset({5})}, None),
+        ({"allowed_roles": [5], "admin_roles": [6]}, {"role_ids": frozenset({6})}, None),
+        ({"allowed_roles": [5], "allowed_users": [2]}, {"user_id": 2}, None),
+        ({"allowed_roles": [5]}, {"guild_id": None}, messages.NOT_ALLOWED),
+    ],
+)
+def test_refusal(settings: dict[str, Any], fields: dict[str, Any], expected: str | None) -> None:
+
+    assert refusal(DiscordSettings(**settings), asker(**fields)) == expected
+
+
+def test_sizes_and_thread_names() -> None:
+
+    assert discord_length("한국어") == 3
+    assert discord_length("✍️") == 2 and discord_length("😀") == 2  # counted long, never short
+    assert thread_name("첫 줄\n둘째 줄") == "첫 줄"
+    assert thread_name("   ") == "komt"
+    assert len(thread_name("가" * 200)) == 90
