@@ -284,8 +284,12 @@ async def run_queue_path(
     requests: list[BenchRequest],
     sampling: SamplingParams,
     capacity: int,
-) -> tuple[list[RequestTiming], float]:
-    """Start a worker process, submit every request through Redis, read the answers back; returns (timings, peak)."""
+) -> tuple[list[RequestTiming], float, float]:
+    """Start a worker process, submit every request through Redis, read the answers back.
+
+    Returns (timings, the worker's peak memory, seconds from the first arrival to the last answer); the worker's
+    start-up (model loading) is not counted.
+    """
     from komt_bot.queue import JobQueue, JobRequest, Origin, Turn, connect
 
     prefix = f"komt-bench-{uuid.uuid4().hex[:8]}"
@@ -322,7 +326,8 @@ async def run_queue_path(
                 return timing
 
             timings = list(await asyncio.gather(*(one(r) for r in requests)))
-        return timings, memory.peak
+            seconds = time.perf_counter() - start
+        return timings, memory.peak, seconds
     finally:
         worker.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -399,76 +404,120 @@ def run_benchmark(
     sequential_requests: int | None,
     progress: Callable[[str], None],
 ) -> BenchReport:
-    """Run the chosen paths at each concurrency and compute the ratios."""
-    from komt_bot.engine.batching import BatchingEngine
-    from komt_bot.engine.loading import load_model
+    """Run the chosen paths at each concurrency and compute the ratios (one event loop for the whole run)."""
+    return asyncio.run(
+        _run_all(
+            settings,
+            model.model_copy(update={"max_batch_size": max(concurrencies)}),
+            concurrencies=concurrencies,
+            requests=requests,
+            stagger=stagger,
+            paths=paths,
+            sequential_requests=sequential_requests,
+            sampling=_sampling(settings.generation, max_new_tokens),
+            progress=progress,
+        )
+    )
 
-    generation = settings.generation
-    sampling = SamplingParams(
+
+def _sampling(generation: GenerationSettings, max_new_tokens: int) -> SamplingParams:
+    return SamplingParams(
         generation.temperature, generation.top_p, generation.top_k, max_new_tokens, tuple(generation.stop)
     )
-    top = max(concurrencies)
-    model = model.model_copy(update={"max_batch_size": top})
+
+
+def _load(model: ModelSettings) -> Any:
+    if model.load_format == "dummy":
+        from komt_bot.engine.dummy import load_dummy_model
+
+        return load_dummy_model(model)
+    from komt_bot.engine.loading import load_model
+
+    return load_model(model)
+
+
+async def _run_all(
+    settings: Settings,
+    model: ModelSettings,
+    *,
+    concurrencies: list[int],
+    requests: int | None,
+    stagger: float,
+    paths: set[str],
+    sequential_requests: int | None,
+    sampling: SamplingParams,
+    progress: Callable[[str], None],
+) -> BenchReport:
+    from komt_bot.engine.batching import BatchingEngine
+
     report = BenchReport(
         machine=machine_info(),
         model={k: v for k, v in model.model_dump().items() if k in ("base", "adapter", "quantization", "load_format")},
         options={
             "concurrency": concurrencies,
             "requests": requests,
-            "max_new_tokens": max_new_tokens,
+            "max_new_tokens": sampling.max_new_tokens,
             "stagger_seconds": stagger,
             "paths": sorted(paths),
         },
     )
     progress(f"loading {model.base} ({model.quantization})")
-    if model.load_format == "dummy":
-        from komt_bot.engine.dummy import load_dummy_model
-
-        loaded = load_dummy_model(model)
-    else:
-        loaded = load_model(model)
+    loaded = _load(model)
     report.model["device"] = loaded.plan.device
     report.model["quantization"] = loaded.plan.quantization
-    gen_settings = GenerationSettings(
-        temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k, max_new_tokens=max_new_tokens
+    batches = {c: make_requests(requests or c, stagger=stagger) for c in concurrencies}
+    if "sequential" in paths:
+        # The model card's way first: the batching engine may change the model's attention setup.
+        for concurrency, batch in batches.items():
+            report.results.append(_sequential_row(loaded, batch, sampling, concurrency, sequential_requests, progress))
+    generation = GenerationSettings(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_new_tokens=sampling.max_new_tokens,
     )
-    for concurrency in concurrencies:
-        batch = make_requests(requests or concurrency, stagger=stagger)
-        if "sequential" in paths:
-            subset = batch[: sequential_requests or len(batch)]
-            progress(f"(a) sequential generate, {len(subset)} requests")
-            gpu_peak = _gpu_peak_reset()
-            with PeakMemory() as memory, _timed() as took:
-                timings = run_sequential(loaded, subset, sampling)
-            row = summarize("sequential", concurrency, timings, took[0], memory.peak)
-            row.peak_gpu_mb = gpu_peak()
-            if len(subset) < len(batch):
-                row.note = f"ran {len(subset)} of {len(batch)} requests"
-            report.results.append(row)
-    engine = BatchingEngine(loaded, model, gen_settings) if "engine" in paths else None
+    engine = BatchingEngine(loaded, model, generation) if "engine" in paths else None
     try:
-        for concurrency in concurrencies:
-            batch = make_requests(requests or concurrency, stagger=stagger)
+        for concurrency, batch in batches.items():
             if engine is not None:
                 progress(f"(b) engine, {len(batch)} requests at concurrency {concurrency}")
                 engine.stats.batch_sizes.clear()
                 gpu_peak = _gpu_peak_reset()
                 with PeakMemory() as memory, _timed() as took:
-                    timings = asyncio.run(run_engine(engine, batch, sampling))
+                    timings = await run_engine(engine, batch, sampling)
                 row = summarize("engine", concurrency, timings, took[0], memory.peak)
                 row.peak_gpu_mb = gpu_peak()
                 row.batch_size_max = max(engine.stats.batch_sizes, default=None)
                 report.results.append(row)
             if "queue" in paths:
                 progress(f"(c) queue + worker process, {len(batch)} requests at concurrency {concurrency}")
-                with _timed() as took:
-                    timings, peak = asyncio.run(run_queue_path(settings, model, batch, sampling, concurrency))
-                report.results.append(summarize("queue", concurrency, timings, took[0], peak))
+                timings, peak, seconds = await run_queue_path(settings, model, batch, sampling, concurrency)
+                report.results.append(summarize("queue", concurrency, timings, seconds, peak))
     finally:
         if engine is not None:
-            asyncio.run(engine.close())
+            await engine.close()
     report.ratios = compute_ratios(report.results)
     return report
+
+
+def _sequential_row(
+    loaded: Any,
+    batch: list[BenchRequest],
+    sampling: SamplingParams,
+    concurrency: int,
+    cap: int | None,
+    progress: Callable[[str], None],
+) -> PathResult:
+    subset = batch[: cap or len(batch)]
+    progress(f"(a) sequential generate, {len(subset)} requests")
+    gpu_peak = _gpu_peak_reset()
+    with PeakMemory() as memory, _timed() as took:
+        timings = run_sequential(loaded, subset, sampling)
+    row = summarize("sequential", concurrency, timings, took[0], memory.peak)
+    row.peak_gpu_mb = gpu_peak()
+    if len(subset) < len(batch):
+        row.note = f"ran {len(subset)} of {len(batch)} requests"
+    return row
 
 
 def compute_ratios(results: list[PathResult]) -> dict[str, float]:
