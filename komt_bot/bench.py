@@ -356,8 +356,10 @@ def resolve_model(model: str, adapter: str | None, quantization: str, bench_dir:
     """A directory or hub id as is; ``dummy:SHAPE`` as random real-shaped weights; ``small``/``tiny`` built here."""
     if model.startswith("dummy:"):
         shape = model.split(":", 1)[1]
+        # A random LoRA on the card's target modules comes with the dummy weights unless --adapter "" says none.
+        lora = None if adapter == "" else f"dummy:{shape}-lora"
         return ModelSettings(
-            base=shape, adapter=None, quantization=quantization, load_format="dummy", dummy_shape=shape
+            base=shape, adapter=lora, quantization=quantization, load_format="dummy", dummy_shape=shape
         )
     if model in ("small", "tiny") and not Path(model).exists():
         from komt_bot.engine.tiny import BENCH_KWARGS, build_tiny_model
