@@ -468,8 +468,11 @@ async def _run_all(
     report.model["device"] = loaded.plan.device
     report.model["quantization"] = loaded.plan.quantization
     batches = {c: make_requests(requests or c, stagger=stagger) for c in concurrencies}
+    warm_up = [BenchRequest(render_turn("안녕하세요"), 0.0)]
+    short = SamplingParams(sampling.temperature, sampling.top_p, sampling.top_k, 4, sampling.stop)
     if "sequential" in paths:
         # The model card's way first: the batching engine may change the model's attention setup.
+        run_sequential(loaded, warm_up, short)
         for concurrency, batch in batches.items():
             report.results.append(_sequential_row(loaded, batch, sampling, concurrency, sequential_requests, progress))
     generation = GenerationSettings(
@@ -479,6 +482,8 @@ async def _run_all(
         max_new_tokens=sampling.max_new_tokens,
     )
     engine = BatchingEngine(loaded, model, generation) if "engine" in paths else None
+    if engine is not None:
+        await run_engine(engine, warm_up, short)
     try:
         for concurrency, batch in batches.items():
             if engine is not None:
@@ -524,10 +529,11 @@ def _sequential_row(
 
 def compute_ratios(results: list[PathResult]) -> dict[str, float]:
     """tokens/s ratios engine/sequential, queue/sequential, queue/engine at each concurrency."""
-    sequential = next((r.tokens_per_second for r in results if r.path == "sequential"), None)
+    first_sequential = next((r.tokens_per_second for r in results if r.path == "sequential"), None)
     ratios: dict[str, float] = {}
     for concurrency in sorted({r.concurrency for r in results}):
         rows = {r.path: r.tokens_per_second for r in results if r.concurrency == concurrency}
+        sequential = rows.get("sequential", first_sequential)
         if sequential and "engine" in rows:
             ratios[f"engine/sequential@{concurrency}"] = round(rows["engine"] / sequential, 2)
         if sequential and "queue" in rows:
