@@ -89,7 +89,6 @@ def manager_generation_config(generation: GenerationSettings, eos_ids: frozenset
         top_k=top_k,
         max_new_tokens=generation.max_new_tokens,
         eos_token_id=sorted(eos_ids),
-        pad_token_id=0,
     )
 
 
@@ -159,7 +158,7 @@ class BatchingEngine:
             item.channel.finish("", "error", error="engine is closing")
         manager, self._manager = self._manager, None
         if manager is not None:
-            await asyncio.to_thread(_stop_manager, manager, hard=True)
+            await asyncio.to_thread(_stop_manager, manager)
 
     # ------------------------------------------------------------------ submitting
 
@@ -178,7 +177,7 @@ class BatchingEngine:
         self._in_flight[channel.request_id] = item
         self._ensure_watchdog()
         if not self._restarting:
-            self._submit(item)
+            self._submit_or_fail(item)
 
     def _bind_loop(self) -> None:
         if self._closed:
@@ -188,8 +187,18 @@ class BatchingEngine:
             return
         if self._loop is not None and not self._loop.is_closed() and self._in_flight:
             raise EngineError("the engine is serving requests on another event loop")
-        # A new loop (e.g. successive asyncio.run calls): tasks and callbacks scheduled on the old one are gone.
+        # A new loop (e.g. successive asyncio.run calls): tasks, callbacks and readers of the old one are gone.
+        for abandoned in list(self._in_flight.values()):
+            self._forget(abandoned, still_running=True)
         self._loop, self._watchdog, self._batch = loop, None, _BatchCounter()
+
+    def _submit_or_fail(self, item: _InFlight) -> None:
+        try:
+            self._submit(item)
+        except Exception as e:
+            log.exception("could not submit request %s", item.request_id)
+            self._in_flight.pop(item.request_id, None)
+            item.channel.finish("", "error", error=f"could not start generating: {type(e).__name__}: {e}")
 
     def _submit(self, item: _InFlight) -> None:
         manager = self._ensure_manager()
@@ -338,7 +347,7 @@ class BatchingEngine:
     def _submit_waiting(self) -> None:
         for item in list(self._in_flight.values()):
             if item.epoch == -1:
-                self._submit(item)
+                self._submit_or_fail(item)
 
 
 def _death_reason(manager: Any) -> str:
@@ -346,10 +355,10 @@ def _death_reason(manager: Any) -> str:
     return f"{type(error).__name__}: {error}" if error is not None else "stopped"
 
 
-def _stop_manager(manager: Any, *, hard: bool = False) -> None:
-    """Stop a manager's thread (``hard``: without finishing its requests) and release its cache (blocking)."""
+def _stop_manager(manager: Any) -> None:
+    """Stop a manager's thread without finishing its requests, and release its cache (blocking)."""
     try:
-        manager.stop(block=True, timeout=STOP_TIMEOUT_SECONDS, hard_stop=hard)
+        manager.stop(block=True, timeout=STOP_TIMEOUT_SECONDS, hard_stop=True)
         manager.destroy()
     except Exception:
         log.exception("stopping the continuous batching manager failed")
