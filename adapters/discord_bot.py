@@ -28,13 +28,16 @@ log = logging.getLogger(__name__)
 
 
 def use_endpoints(settings: DiscordSettings) -> None:
-    """Point discord.py at the configured REST base and gateway.
+    """Point discord.py at the configured REST base and gateway (and quiet its voice warnings).
 
     discord.py keeps both on classes, for the whole process: this is why they are set here, when the adapter
     starts, and not at import.
     """
     discord.http.Route.BASE = settings.api_url.rstrip("/")
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+    # komt-bot has no voice: skip discord.py's start-up warnings about the voice libraries it lacks.
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
 
 
 async def serve(settings: Settings, queue: JobQueue, *, metrics: Metrics | None = None) -> None:

@@ -10,7 +10,7 @@ from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
 from tests.fake_discord import World, running_bot
 from tests.fake_engine import ScriptedEngine
-from tests.helpers import eventually
+from tests.helpers import eventually, running_worker
 
 SLOW_ANSWER = "연결이 끊겨도 답변은 이어집니다. " * 6
 
@@ -34,6 +34,25 @@ async def test_gateway_close_4000_resumes_and_the_answer_completes(
 
     assert len(bot.fake.identifies) == 1  # resumed the session, no second IDENTIFY
     assert bot.fake.resumes[0]["session_id"] and bot.fake.resumes[0]["token"] == "fake-token"
+
+
+async def test_a_restarted_job_resets_the_reply_instead_of_doubling_it(
+    settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    settings.worker.drain_seconds = 0  # a stopping worker hands its running job back at once
+    world = World()
+    engine = ScriptedEngine(SLOW_ANSWER, piece_chars=3, delay=0.05)
+    async with running_bot(world, settings, redis_client, engine, worker=False) as bot:
+        question = await bot.fake.user_message(world.channel, world.alice, "질문", mention_bot=True)
+        first = bot.fake.reply_of(question)
+        async with running_worker(bot.queue, engine, settings, name="first-worker"):
+            await bot.fake.wait_for(lambda: len((first() or {"content": ""})["content"]) > 20, what="some answer")
+        async with running_worker(bot.queue, engine, settings, name="second-worker"):
+            await bot.fake.final_pieces(first, SLOW_ANSWER)
+
+        job_id = await bot.queue.redis.get(bot.queue.keys.idempotency(f"discord:{question['id']}"))
+        assert (await bot.queue.job(str(job_id)))["attempt"] == "2"  # really restarted, and not doubled above
+        assert len(engine.prompts) == 2
 
 
 async def test_heartbeat_record_while_running(settings: Settings, redis_client: aioredis.Redis) -> None:
