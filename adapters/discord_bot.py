@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 
+import aiohttp
 import discord
 import discord.gateway
 import discord.http
 import yarl
 
 from adapters.discord_client import KomtDiscord
-from komt_bot.errors import ConfigError
+from komt_bot.errors import ConfigError, KomtError
 from komt_bot.heartbeat import component_heartbeat
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
@@ -74,8 +75,13 @@ async def serve(settings: Settings, queue: JobQueue, *, metrics: Metrics | None 
 
 
 async def _run(client: KomtDiscord, token: str) -> None:
+    # Once connected, discord.py reconnects by itself; what escapes start() failed while logging in or syncing.
     async with client:
         try:
             await client.start(token)
         except discord.LoginFailure as e:
             raise ConfigError("KOMT_DISCORD__TOKEN: Discord refused the bot token") from e
+        except discord.HTTPException as e:
+            raise KomtError(f"Discord refused a start-up request: {e.status} {e.text}") from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise KomtError(f"cannot reach Discord at {discord.http.Route.BASE}: {e}") from e

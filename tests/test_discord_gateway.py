@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
-from komt_bot.errors import ConfigError
+from komt_bot.errors import ConfigError, KomtError
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
 from tests.fake_discord import World, running_bot
@@ -71,4 +74,16 @@ async def test_serve_without_a_token_is_a_config_error(settings: Settings, redis
     from adapters.discord_bot import serve
 
     with pytest.raises(ConfigError, match="KOMT_DISCORD__TOKEN"):
+        await serve(settings, JobQueue(redis_client, settings.queue))
+
+
+async def test_unreachable_discord_is_a_readable_error(settings: Settings, redis_client: aioredis.Redis) -> None:
+    from adapters.discord_bot import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.discord.token = SecretStr("fake-token")
+    settings.discord.api_url = f"http://127.0.0.1:{port}/api/v10"
+    with pytest.raises(KomtError, match="cannot reach Discord"):
         await serve(settings, JobQueue(redis_client, settings.queue))
