@@ -140,15 +140,22 @@ def is_rate_limited(error: BaseException) -> bool:
     return status == 429
 
 
+def count_platform_error(metrics: Metrics | None, platform: str, error: BaseException) -> None:
+    """Count a failed platform API call, and a rate-limit hit when it was a 429 (no-op without metrics)."""
+    if metrics is None:
+        return
+    metrics.platform_errors.labels(platform).inc()
+    if is_rate_limited(error):
+        metrics.rate_limited.labels(platform).inc()
+
+
 @contextlib.contextmanager
 def platform_call(metrics: Metrics, platform: str) -> Iterator[None]:
     """Count one post or edit on ``platform``: an edit when it succeeds, an error (and a 429) when it raises."""
     try:
         yield
     except Exception as e:
-        metrics.platform_errors.labels(platform).inc()
-        if is_rate_limited(e):
-            metrics.rate_limited.labels(platform).inc()
+        count_platform_error(metrics, platform, e)
         raise
     metrics.edits.labels(platform).inc()
 

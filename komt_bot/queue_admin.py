@@ -68,6 +68,22 @@ redis.call('XADD', KEYS[3], '*', 'job_id', ARGV[1])
 return {state, removed}
 """
 
+# Cancel a job only while it is still queued (the queued branch of queue.py's cancel), so a purge that races a
+# worker starting the job never touches it.
+# KEYS: job hash, waiting, out, stats, recent prefix (without state)
+# ARGV: job id, now, job ttl
+# Returns 1 when the job was cancelled, 0 when it was not queued (any more).
+_CANCEL_QUEUED = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], '*', 'type', 'done', 'data', '{"finish_reason":"cancelled"}')
+redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
+redis.call('ZADD', KEYS[5] .. 'cancelled', ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3]); redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1
+"""
+
 
 class JobStateError(QueueError):
     """The job exists but is in a state the operation does not apply to."""
@@ -333,6 +349,7 @@ class QueueAdmin:
         self.keys = queue.keys
         self.stale_after = STALE_HEARTBEATS * queue.settings.heartbeat_seconds
         self._requeue = queue.redis.register_script(_REQUEUE)
+        self._cancel_queued = queue.redis.register_script(_CANCEL_QUEUED)
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -563,23 +580,42 @@ class QueueAdmin:
         """Cancel the plan's waiting jobs; with ``force`` also stop its running ones; with ``dead_letter`` empty
         the dead-letter stream. Every cancelled job gets its ``done{cancelled}`` event, so its thread is told.
         """
-        cancelled = await self._cancel_all(plan.waiting, "queued")
-        stopped = await self._cancel_all(plan.running, "running") if force else 0
-        dropped = 0
-        if dead_letter:
-            try:
-                dropped = int(await self.redis.xlen(self.keys.dlq))
-                await self.redis.delete(self.keys.dlq)
-            except RedisError as e:
-                raise QueueError(f"could not empty the dead-letter stream: {e}") from e
+        cancelled = await self._cancel_waiting(plan.waiting)
+        stopped = await self._stop_running(plan.running) if force else 0
+        dropped = await self._drop_dead_letters() if dead_letter else 0
         return PurgeResult(cancelled, stopped, dropped, 0 if force else len(plan.running))
 
-    async def _cancel_all(self, job_ids: list[str], expected: str) -> int:
+    async def _cancel_waiting(self, job_ids: list[str]) -> int:
+        k = self.keys
+        now = f"{time.time():.3f}"
+        try:
+            results = [
+                await self._cancel_queued(
+                    keys=[k.job(job_id), k.waiting, k.out(job_id), k.stats, k.recent("")],
+                    args=[job_id, now, self.queue.settings.job_ttl_seconds],
+                )
+                for job_id in job_ids
+            ]
+        except RedisError as e:
+            raise QueueError(f"could not cancel the waiting jobs: {e}") from e
+        return sum(int(r) for r in results)
+
+    async def _stop_running(self, job_ids: list[str]) -> int:
         count = 0
         for job_id in job_ids:
             with contextlib.suppress(JobNotFoundError):
-                count += await self.queue.cancel(job_id) == expected
+                count += await self.queue.cancel(job_id) in ("queued", "running")
         return count
+
+    async def _drop_dead_letters(self) -> int:
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xlen(self.keys.dlq)
+                pipe.delete(self.keys.dlq)
+                count, _ = await pipe.execute()
+        except RedisError as e:
+            raise QueueError(f"could not empty the dead-letter stream: {e}") from e
+        return int(count)
 
 
 @contextlib.asynccontextmanager

@@ -348,3 +348,15 @@ def test_json_output_masks_the_redis_password(monkeypatch: pytest.MonkeyPatch) -
 
 def test_durations_read_well() -> None:
     assert [seconds(v) for v in (None, 4.25, 192, 7500)] == ["-", "4.2s", "3m12s", "2h05m"]
+
+
+async def test_a_purge_never_stops_a_job_that_started_after_it_was_planned(queue: JobQueue) -> None:
+    job_id = (await queue.submit(ask())).job_id
+    admin = QueueAdmin(queue)
+    plan = await admin.purge_plan()
+    assert plan.waiting == [job_id]
+    await claim_one(queue, "quick-worker")
+    result = await admin.purge(plan)
+    assert (result.cancelled_waiting, result.stopped_running) == (0, 0)
+    assert (await queue.job(job_id))["state"] == "running"
+    assert not await queue.cancelled([job_id])

@@ -13,7 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from komt_bot.engine.base import GenerationRequest, GenerationUpdate
 from komt_bot.errors import ConfigError
-from komt_bot.metrics import MeteredSink, Metrics, is_rate_limited, process_metrics, serve_metrics
+from komt_bot.metrics import (
+    MeteredSink,
+    Metrics,
+    count_platform_error,
+    is_rate_limited,
+    process_metrics,
+    serve_metrics,
+)
 from komt_bot.queue import JobQueue
 from komt_bot.settings import MetricsSettings, Settings
 from komt_bot.worker import Worker
@@ -184,3 +191,12 @@ def test_rate_limits_are_recognised_from_each_librarys_error_shape() -> None:
     assert is_rate_limited(SlackApiError())
     assert is_rate_limited(TooManyRequests())
     assert not is_rate_limited(RuntimeError("500"))
+
+
+def test_platform_errors_are_counted_with_their_rate_limits() -> None:
+    metrics = Metrics()
+    count_platform_error(metrics, "discord", TooManyRequests())
+    count_platform_error(metrics, "discord", RuntimeError("Missing Access"))
+    count_platform_error(None, "discord", TooManyRequests())  # adapters without metrics
+    assert metrics.registry.get_sample_value("komt_platform_errors_total", {"platform": "discord"}) == 2
+    assert metrics.registry.get_sample_value("komt_platform_rate_limited_total", {"platform": "discord"}) == 1
