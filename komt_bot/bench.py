@@ -454,7 +454,11 @@ async def _run_all(
 
     report = BenchReport(
         machine=machine_info(),
-        model={k: v for k, v in model.model_dump().items() if k in ("base", "adapter", "quantization", "load_format")},
+        model={
+            k: v
+            for k, v in model.model_dump().items()
+            if k in ("base", "adapter", "quantization", "load_format", "kv_cache_blocks", "max_batch_size")
+        },
         options={
             "concurrency": concurrencies,
             "requests": requests,
@@ -583,6 +587,9 @@ def bench_command(
     stagger_ms: Annotated[float, typer.Option(help="0 = all at once; else one arrival every N ms")] = 0.0,
     paths: Annotated[str, typer.Option(help="which of sequential,engine,queue to run")] = "sequential,engine,queue",
     sequential_requests: Annotated[int | None, typer.Option(help="cap (a) at this many requests (slow models)")] = None,
+    kv_cache_blocks: Annotated[
+        int | None, typer.Option(help="KV cache pages (default: sized for the worst case)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Compare the model card's sequential generate, the batching engine, and the whole queue path."""
@@ -595,6 +602,8 @@ def bench_command(
         settings = load_settings(redis_url=os.environ.get("KOMT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     err = Console(stderr=True)
     model_settings = resolve_model(model, adapter, quantization, DEFAULT_BENCH_DIR)
+    if kv_cache_blocks is not None:
+        model_settings = model_settings.model_copy(update={"kv_cache_blocks": kv_cache_blocks})
     report = run_benchmark(
         settings,
         model_settings,

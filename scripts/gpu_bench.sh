@@ -16,8 +16,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bnb', bitsandbytes.__version__)"
 SHAPE=${SHAPE:-llama2-13b}
 python3 -m komt_bot bench --model "dummy:$SHAPE" --quantization nf4 --concurrency "${CONCURRENCY:-1,8,32}" \
-    --max-new-tokens "${MAX_NEW_TOKENS:-128}" --paths sequential,engine --sequential-requests "${SEQUENTIAL_REQUESTS:-2}" \
-    --json > "$OUT/gpu_bench.json"
+    --max-new-tokens "${MAX_NEW_TOKENS:-128}" --sequential-requests "${SEQUENTIAL_REQUESTS:-2}" \
+    --paths "${PATHS:-sequential,engine}" ${KV_CACHE_BLOCKS:+--kv-cache-blocks "$KV_CACHE_BLOCKS"} --json > "$OUT/gpu_bench.json"
 python3 - "$OUT/gpu_bench.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
