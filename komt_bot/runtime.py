@@ -11,10 +11,14 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from komt_bot.engine.base import Engine, GenerationRequest, SamplingParams
 from komt_bot.errors import ConfigError, QueueError
+from komt_bot.metrics import Metrics, process_metrics
+from komt_bot.prompt import render_turn
 from komt_bot.queue import JobQueue, connect
 from komt_bot.settings import Settings
 from komt_bot.worker import Worker
+from komt_bot.worker_metrics import MeteredQueue, sampling
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +26,9 @@ ADAPTERS = {"slack": "adapters.slack_app", "discord": "adapters.discord_bot"}
 
 
 class AdapterServe(Protocol):
-    def __call__(self, settings: Settings, queue: JobQueue) -> Coroutine[Any, Any, None]: ...
+    def __call__(
+        self, settings: Settings, queue: JobQueue, *, metrics: Metrics | None = None
+    ) -> Coroutine[Any, Any, None]: ...
 
 
 def embedded_redis() -> aioredis.Redis:
@@ -70,10 +76,15 @@ def adapter_serve(name: str) -> AdapterServe:
     return serve
 
 
-async def _load_engine(settings: Settings) -> Any:
+async def load_warm_engine(settings: Settings) -> Engine:
+    """Load the configured engine (in a thread) and run one short answer, so the first question is not slow."""
     from komt_bot.engine import load_engine
 
-    return await asyncio.to_thread(load_engine, settings.model, settings.generation)
+    engine = await asyncio.to_thread(load_engine, settings.model, settings.generation)
+    warm_up = GenerationRequest("warm-up", render_turn("안녕하세요"), SamplingParams(max_new_tokens=2))
+    async for _update in engine.generate(warm_up):
+        pass
+    return engine
 
 
 async def run_worker(
@@ -84,13 +95,14 @@ async def run_worker(
     on_ready: Callable[[dict[str, Callable[[], None]]], None] | None = None,
 ) -> None:
     """``komt-bot worker``: load the model, then serve jobs until stopped."""
-    async with open_queue(settings) as queue:
-        engine = await _load_engine(settings)
+    async with open_queue(settings) as queue, process_metrics(settings.metrics, queue) as metrics:
+        engine = await load_warm_engine(settings)
         try:
-            worker = Worker(queue, engine, settings, name=name)
+            worker = Worker(MeteredQueue(queue, metrics), engine, settings, name=name)
             if on_ready:
                 on_ready({"stop": worker.stop})
-            await worker.run(burst=burst)
+            async with sampling(worker, metrics):
+                await worker.run(burst=burst)
         finally:
             await engine.close()
 
@@ -98,8 +110,8 @@ async def run_worker(
 async def run_adapter(settings: Settings, name: str) -> None:
     """``komt-bot slack`` / ``komt-bot discord``."""
     serve = adapter_serve(name)
-    async with open_queue(settings) as queue:
-        await serve(settings, queue)
+    async with open_queue(settings) as queue, process_metrics(settings.metrics, queue) as metrics:
+        await serve(settings, queue, metrics=metrics)
 
 
 async def run_stack(settings: Settings, *, chat: bool) -> None:
@@ -109,16 +121,17 @@ async def run_stack(settings: Settings, *, chat: bool) -> None:
     adapters = configured_adapters(settings)
     if not adapters and not chat:
         log.warning("no Slack or Discord credentials are set: only the worker runs (add --chat to talk here)")
-    async with open_queue(settings, embedded_ok=True) as queue:
-        engine = await _load_engine(settings)
-        worker = Worker(queue, engine, settings)
+    async with open_queue(settings, embedded_ok=True) as queue, process_metrics(settings.metrics, queue) as metrics:
+        engine = await load_warm_engine(settings)
+        worker = Worker(MeteredQueue(queue, metrics), engine, settings)
         tasks = [asyncio.create_task(worker.run(), name="worker")]
-        tasks += [asyncio.create_task(adapter_serve(n)(settings, queue), name=n) for n in adapters]
+        tasks += [asyncio.create_task(adapter_serve(n)(settings, queue, metrics=metrics), name=n) for n in adapters]
         try:
-            if chat:
-                await repl(queue, settings)
-            else:
-                await asyncio.gather(*tasks)
+            async with sampling(worker, metrics):
+                if chat:
+                    await repl(queue, settings)
+                else:
+                    await asyncio.gather(*tasks)
         finally:
             worker.stop()
             for task in tasks[1:]:

@@ -207,6 +207,8 @@ class Worker:
                 "job finished",
                 extra={
                     "job_id": job.job_id,
+                    "platform": job.request.origin.platform,
+                    "attempt": job.attempt,
                     "outcome": state,
                     "finish_reason": reason,
                     "seconds": round(time.monotonic() - started, 3),
@@ -220,7 +222,16 @@ class Worker:
         except QueueError as e:
             log.warning("job %s: could not record its failure: %s", job.job_id, e)
             return
-        job_log.info("job failed", extra={"job_id": job.job_id, "code": code, "retried": retried})
+        job_log.info(
+            "job failed",
+            extra={
+                "job_id": job.job_id,
+                "platform": job.request.origin.platform,
+                "attempt": job.attempt,
+                "code": code,
+                "outcome": "retried" if retried else "failed",
+            },
+        )
 
     async def _generate(self, job: ClaimedJob) -> tuple[FinishReason, dict[str, int]]:
         prompt = build_prompt(
