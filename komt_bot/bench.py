@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -37,6 +37,7 @@ from komt_bot.engine.base import Engine, GenerationRequest, SamplingParams
 from komt_bot.prompt import render_turn
 from komt_bot.settings import GenerationSettings, ModelSettings, Settings, load_settings
 
+T = TypeVar("T")
 DUMMY_SHAPES = ("llama2-7b", "llama2-13b", "small", "tiny")
 DEFAULT_BENCH_DIR = Path(".bench")
 
@@ -271,6 +272,9 @@ def worker_environment(settings: Settings, model: ModelSettings, prefix: str, ca
         "KOMT_MODEL__LOAD_FORMAT": model.load_format,
         "KOMT_MODEL__DUMMY_SHAPE": model.dummy_shape,
         "KOMT_MODEL__MAX_BATCH_SIZE": str(model.max_batch_size),
+        "KOMT_MODEL__MAX_PROMPT_TOKENS": str(model.max_prompt_tokens),
+        **({"KOMT_MODEL__MAX_BATCH_TOKENS": str(model.max_batch_tokens)} if model.max_batch_tokens else {}),
+        **({"KOMT_MODEL__KV_CACHE_BLOCKS": str(model.kv_cache_blocks)} if model.kv_cache_blocks else {}),
         "KOMT_WORKER__CAPACITY": str(capacity),
         "KOMT_GENERATION__MAX_NEW_TOKENS": str(settings.generation.max_new_tokens),
         "KOMT_LOG__LEVEL": "WARNING",
@@ -352,29 +356,29 @@ async def _wait_for_worker(queue: Any, worker: subprocess.Popen[bytes], timeout:
 # -- orchestration ----------------------------------------------------------------------------------------------
 
 
-def resolve_model(model: str, adapter: str | None, quantization: str, bench_dir: Path) -> ModelSettings:
-    """A directory or hub id as is; ``dummy:SHAPE`` as random real-shaped weights; ``small``/``tiny`` built here."""
+def resolve_model(
+    model: str, adapter: str | None, quantization: str, bench_dir: Path, defaults: ModelSettings
+) -> ModelSettings:
+    """Which weights to load, on top of ``defaults`` (the configured KOMT_MODEL__* settings).
+
+    A directory or hub id as is; ``dummy:SHAPE`` as random real-shaped weights; ``small``/``tiny`` built here.
+    """
     if model.startswith("dummy:"):
         shape = model.split(":", 1)[1]
         # A random LoRA on the card's target modules comes with the dummy weights unless --adapter "" says none.
         lora = None if adapter == "" else f"dummy:{shape}-lora"
-        return ModelSettings(
-            base=shape, adapter=lora, quantization=quantization, load_format="dummy", dummy_shape=shape
-        )
-    if model in ("small", "tiny") and not Path(model).exists():
+        chosen = {"base": shape, "adapter": lora, "load_format": "dummy", "dummy_shape": shape}
+    elif model in ("small", "tiny") and not Path(model).exists():
         from komt_bot.engine.tiny import BENCH_KWARGS, build_tiny_model
 
         target = bench_dir / model
         if not (target / "base" / "config.json").exists():
-            kwargs = BENCH_KWARGS if model == "small" else {}
-            build_tiny_model(target, **kwargs)
-        default_adapter: str | None = str(target / "lora")
-        return ModelSettings(
-            base=str(target / "base"),
-            adapter=default_adapter if adapter is None else (adapter or None),
-            quantization=quantization,
-        )
-    return ModelSettings(base=model, adapter=adapter or None, quantization=quantization)
+            build_tiny_model(target, **(BENCH_KWARGS if model == "small" else {}))
+        lora = str(target / "lora") if adapter is None else (adapter or None)
+        chosen = {"base": str(target / "base"), "adapter": lora, "load_format": "auto"}
+    else:
+        chosen = {"base": model, "adapter": adapter or None, "load_format": "auto"}
+    return ModelSettings.model_validate({**defaults.model_dump(), **chosen, "quantization": quantization})
 
 
 def _gpu_peak_reset() -> Callable[[], float | None]:
@@ -385,6 +389,25 @@ def _gpu_peak_reset() -> Callable[[], float | None]:
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     return lambda: round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def run_in_own_thread(work: Callable[[], T]) -> T:
+    """Run ``work`` on a new thread, wait for it, and return its result (or raise its error)."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=target, name="bench-sequential")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 @contextlib.contextmanager
@@ -475,40 +498,53 @@ async def _run_all(
     warm_up = [BenchRequest(render_turn("안녕하세요"), 0.0)]
     short = SamplingParams(sampling.temperature, sampling.top_p, sampling.top_k, 4, sampling.stop)
     if "sequential" in paths:
-        # The model card's way first: the batching engine may change the model's attention setup.
-        run_sequential(loaded, warm_up, short)
-        for concurrency, batch in batches.items():
-            report.results.append(_sequential_row(loaded, batch, sampling, concurrency, sequential_requests, progress))
+        # The model card's way first (the batching engine may change the model's attention setup), on a thread of
+        # its own that then ends: torch work left on this loop's thread measurably slows the engine's thread later.
+        def sequential_rows() -> list[PathResult]:
+            run_sequential(loaded, warm_up, short)
+            return [
+                _sequential_row(loaded, batch, sampling, concurrency, sequential_requests, progress)
+                for concurrency, batch in batches.items()
+            ]
+
+        report.results += run_in_own_thread(sequential_rows)
     generation = GenerationSettings(
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         top_k=sampling.top_k,
         max_new_tokens=sampling.max_new_tokens,
     )
-    engine = BatchingEngine(loaded, model, generation) if "engine" in paths else None
-    if engine is not None:
-        await run_engine(engine, warm_up, short)
-    try:
-        for concurrency, batch in batches.items():
-            if engine is not None:
-                progress(f"(b) engine, {len(batch)} requests at concurrency {concurrency}")
-                engine.stats.batch_sizes.clear()
-                gpu_peak = _gpu_peak_reset()
-                with PeakMemory() as memory, _timed() as took:
-                    timings = await run_engine(engine, batch, sampling)
-                row = summarize("engine", concurrency, timings, took[0], memory.peak)
-                row.peak_gpu_mb = gpu_peak()
-                row.batch_size_max = max(engine.stats.batch_sizes, default=None)
-                report.results.append(row)
-            if "queue" in paths:
-                progress(f"(c) queue + worker process, {len(batch)} requests at concurrency {concurrency}")
-                timings, peak, seconds = await run_queue_path(settings, model, batch, sampling, concurrency)
-                report.results.append(summarize("queue", concurrency, timings, seconds, peak))
-    finally:
-        if engine is not None:
+    if "engine" in paths:
+        engine = BatchingEngine(loaded, model, generation)
+        try:
+            await run_engine(engine, warm_up, short)
+            for concurrency, batch in batches.items():
+                report.results.append(await _engine_row(engine, batch, sampling, concurrency, progress))
+        finally:
+            # Closed before (c): its generation thread must not compete with the worker process for the CPU.
             await engine.close()
+    if "queue" in paths:
+        del loaded
+        for concurrency, batch in batches.items():
+            progress(f"(c) queue + worker process, {len(batch)} requests at concurrency {concurrency}")
+            timings, peak, seconds = await run_queue_path(settings, model, batch, sampling, concurrency)
+            report.results.append(summarize("queue", concurrency, timings, seconds, peak))
     report.ratios = compute_ratios(report.results)
     return report
+
+
+async def _engine_row(
+    engine: Any, batch: list[BenchRequest], sampling: SamplingParams, concurrency: int, progress: Callable[[str], None]
+) -> PathResult:
+    progress(f"(b) engine, {len(batch)} requests at concurrency {concurrency}")
+    engine.stats.batch_sizes.clear()
+    gpu_peak = _gpu_peak_reset()
+    with PeakMemory() as memory, _timed() as took:
+        timings = await run_engine(engine, batch, sampling)
+    row = summarize("engine", concurrency, timings, took[0], memory.peak)
+    row.peak_gpu_mb = gpu_peak()
+    row.batch_size_max = max(engine.stats.batch_sizes, default=None)
+    return row
 
 
 def _sequential_row(
@@ -601,7 +637,7 @@ def bench_command(
     if "queue" in chosen and settings.redis_url is None:
         settings = load_settings(redis_url=os.environ.get("KOMT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     err = Console(stderr=True)
-    model_settings = resolve_model(model, adapter, quantization, DEFAULT_BENCH_DIR)
+    model_settings = resolve_model(model, adapter, quantization, DEFAULT_BENCH_DIR, settings.model)
     if kv_cache_blocks is not None:
         model_settings = model_settings.model_copy(update={"kv_cache_blocks": kv_cache_blocks})
     report = run_benchmark(

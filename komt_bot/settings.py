@@ -51,6 +51,9 @@ class ModelSettings(BaseModel):
     max_batch_size: int = Field(16, ge=1, description="requests decoded together")
     kv_cache_blocks: int | None = Field(None, ge=1, description="KV cache pages; unset sizes it from batch")
     max_prompt_tokens: int = Field(1536, ge=16)
+    max_batch_tokens: int | None = Field(
+        None, ge=16, description="tokens one model step processes (prefill chunk); unset: 256 on CPU, 2048 on CUDA"
+    )
 
     @field_validator("adapter", mode="before")
     @classmethod

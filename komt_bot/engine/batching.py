@@ -40,6 +40,8 @@ MAX_RESUBMITS = 2
 STOP_TIMEOUT_SECONDS = 30.0
 CPU_PAGE_SIZE = 32
 CUDA_PAGE_SIZE = 256
+CPU_STEP_TOKENS = 256
+CUDA_STEP_TOKENS = 2048
 
 
 @dataclass(slots=True)
@@ -65,6 +67,14 @@ class _BatchCounter:
 
     seen: set[str] = field(default_factory=set)
     flush_scheduled: bool = False
+
+
+def step_tokens(model: ModelSettings, device: str) -> int:
+    """Tokens one model step may process. Long prefills are split into chunks of this size, so a burst of new
+    questions does not hold every running answer (and every other newcomer's first token) for one huge step."""
+    if model.max_batch_tokens is not None:
+        return max(model.max_batch_tokens, model.max_batch_size)
+    return max(CUDA_STEP_TOKENS if device == "cuda" else CPU_STEP_TOKENS, model.max_batch_size)
 
 
 def kv_cache_blocks(model: ModelSettings, generation: GenerationSettings, page_size: int) -> int:
@@ -230,7 +240,7 @@ class BatchingEngine:
         config = ContinuousBatchingConfig(
             page_size=page_size,
             num_blocks=kv_cache_blocks(settings, generation, page_size),
-            max_batch_tokens=settings.max_prompt_tokens + settings.max_batch_size,
+            max_batch_tokens=step_tokens(settings, self._core.loaded.plan.device),
             max_requests_per_batch=settings.max_batch_size,
             per_request_processors=True,
         )
