@@ -55,9 +55,7 @@ async def test_chat_says_what_went_wrong(redis_client: aioredis.Redis, settings:
 
 
 @pytest.mark.slow
-def test_worker_and_chat_commands_answer_in_korean_without_broken_characters(
-    tiny_model_dir: Path, prefix: str
-) -> None:
+def test_worker_and_chat_commands_answer_in_korean_without_broken_characters(tiny_model_dir: Path, prefix: str) -> None:
     env = tiny_env(tiny_model_dir, KOMT_REDIS_URL="redis://127.0.0.1:6379/0", KOMT_QUEUE__PREFIX=prefix)
     worker = subprocess.Popen(
         [sys.executable, "-m", "komt_bot", "worker"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True
