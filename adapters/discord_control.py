@@ -12,9 +12,7 @@ import re
 from typing import Any, Protocol, runtime_checkable
 
 import discord
-from redis.exceptions import RedisError
 
-from komt_bot.errors import QueueError
 from komt_bot.queue import JobQueue, JobRequest
 
 log = logging.getLogger(__name__)
@@ -29,15 +27,8 @@ def idempotency_key(origin_id: int | str) -> str:
 
 
 async def job_for_origin(queue: JobQueue, origin_id: int | str) -> str | None:
-    """The id of the job the message or interaction ``origin_id`` made, if it is still remembered.
-
-    Reads the queue's idempotency record: JobQueue has no public look-up for it.
-    """
-    try:
-        value = await queue.redis.get(queue.keys.idempotency(idempotency_key(origin_id)))
-    except RedisError as e:
-        raise QueueError(f"could not look up the job: {e}") from e
-    return str(value) if value else None
+    """The id of the job the message or interaction ``origin_id`` made, if it is still remembered."""
+    return await queue.job_for_key(idempotency_key(origin_id))
 
 
 async def request_for_origin(queue: JobQueue, origin_id: int | str) -> JobRequest | None:

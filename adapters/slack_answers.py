@@ -272,7 +272,7 @@ class SlackResponder:
     # -- Redis bookkeeping ------------------------------------------------------------------------------------
 
     def _key(self, *parts: str) -> str:
-        return ":".join([self.queue.keys.prefix, PLATFORM, *parts])
+        return self.queue.keys.adapter(PLATFORM, *parts)
 
     async def _claim(self, key: str, editor: ReplyEditor) -> bool:
         """True for the first delivery of a message; False for a redelivery (or with Redis down, after saying so)."""
@@ -304,8 +304,7 @@ class SlackResponder:
 
     async def _job_for(self, key: str) -> str | None:
         """The job a question's key made (the queue keeps idempotency key -> job id)."""
-        job_id = await self.queue.redis.get(self.queue.keys.idempotency(f"{PLATFORM}:{key}"))
-        return str(job_id) if job_id else None
+        return await self.queue.job_for_key(f"{PLATFORM}:{key}")
 
     # -- small Slack calls -------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ Keys (``{p}`` is ``settings.queue.prefix``)::
     {p}:index           sorted set job id -> created time (recent jobs, for the admin CLI)
     {p}:stats           hash of totals per final state
     {p}:recent:{state}  sorted set job id -> finish time (last hour, per final state)
+    {p}:{platform}:...  an adapter's own marks (e.g. Slack's delivered messages, threads it answers in)
     {p}:rate:{user}:{w} requests of one person in one minute window (per-user rate limit)
     {p}:worker:{name}   a live worker's heartbeat (JSON, with a TTL)
     {p}:component:{n}   a live adapter's heartbeat (JSON, with a TTL)
@@ -138,6 +139,10 @@ class QueueKeys:
 
     def recent(self, state: str) -> str:
         return f"{self.prefix}:recent:{state}"
+
+    def adapter(self, platform: str, *parts: str) -> str:
+        """A key an adapter keeps for itself (Slack's delivered-message and thread marks)."""
+        return ":".join([self.prefix, platform, *parts])
 
     def rate(self, user: str, window: int) -> str:
         return f"{self.prefix}:rate:{user}:{window}"
@@ -313,6 +318,14 @@ class JobQueue:
         except RedisError as e:
             raise QueueError(f"could not check the rate limit: {e}") from e
         return None if int(count) <= per_minute else (window + 1) * 60 - now
+
+    async def job_for_key(self, idempotency_key: str) -> str | None:
+        """The job an idempotency key made, while the key is remembered (``idempotency_ttl_seconds``)."""
+        try:
+            job_id = await self.redis.get(self.keys.idempotency(idempotency_key))
+        except RedisError as e:
+            raise QueueError(f"could not look up the job: {e}") from e
+        return str(job_id) if job_id else None
 
     async def position(self, job_id: str) -> int | None:
         """How many jobs are ahead of this one, or None when it is not waiting."""
