@@ -97,6 +97,16 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
 
 
+def median_run(rows: list[PathResult]) -> PathResult:
+    """Of repeated runs of one path, the one with the median tokens/s (noted when there was more than one)."""
+    ordered = sorted(rows, key=lambda r: r.tokens_per_second)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    if len(rows) > 1:
+        spread = ", ".join(f"{r.tokens_per_second:.0f}" for r in rows)
+        chosen.note = "; ".join(filter(None, [chosen.note, f"median of {len(rows)} runs (tok/s {spread})"]))
+    return chosen
+
+
 def summarize(path: str, concurrency: int, timings: list[RequestTiming], seconds: float, peak: float) -> PathResult:
     """Aggregate per-request timings into one row."""
     ttfts = [t.ttft for t in timings if t.ttft is not None]
@@ -276,6 +286,7 @@ def worker_environment(settings: Settings, model: ModelSettings, prefix: str, ca
         **({"KOMT_MODEL__MAX_BATCH_TOKENS": str(model.max_batch_tokens)} if model.max_batch_tokens else {}),
         **({"KOMT_MODEL__KV_CACHE_BLOCKS": str(model.kv_cache_blocks)} if model.kv_cache_blocks else {}),
         "KOMT_WORKER__CAPACITY": str(capacity),
+        "KOMT_WORKER__COALESCE_MS": str(settings.worker.coalesce_ms),
         "KOMT_GENERATION__MAX_NEW_TOKENS": str(settings.generation.max_new_tokens),
         "KOMT_LOG__LEVEL": "WARNING",
     }
@@ -428,6 +439,7 @@ def run_benchmark(
     paths: set[str],
     sequential_requests: int | None,
     progress: Callable[[str], None],
+    repeat: int = 1,
 ) -> BenchReport:
     """Run the chosen paths at each concurrency and compute the ratios (one event loop for the whole run)."""
     return asyncio.run(
@@ -441,6 +453,7 @@ def run_benchmark(
             sequential_requests=sequential_requests,
             sampling=_sampling(settings.generation, max_new_tokens),
             progress=progress,
+            repeat=repeat,
         )
     )
 
@@ -472,6 +485,7 @@ async def _run_all(
     sequential_requests: int | None,
     sampling: SamplingParams,
     progress: Callable[[str], None],
+    repeat: int,
 ) -> BenchReport:
     from komt_bot.engine.batching import BatchingEngine
 
@@ -488,6 +502,7 @@ async def _run_all(
             "max_new_tokens": sampling.max_new_tokens,
             "stagger_seconds": stagger,
             "paths": sorted(paths),
+            "repeat": repeat,
         },
     )
     progress(f"loading {model.base} ({model.quantization})")
@@ -503,7 +518,12 @@ async def _run_all(
         def sequential_rows() -> list[PathResult]:
             run_sequential(loaded, warm_up, short)
             return [
-                _sequential_row(loaded, batch, sampling, concurrency, sequential_requests, progress)
+                median_run(
+                    [
+                        _sequential_row(loaded, batch, sampling, concurrency, sequential_requests, progress)
+                        for _ in range(repeat)
+                    ]
+                )
                 for concurrency, batch in batches.items()
             ]
 
@@ -519,7 +539,8 @@ async def _run_all(
         try:
             await run_engine(engine, warm_up, short)
             for concurrency, batch in batches.items():
-                report.results.append(await _engine_row(engine, batch, sampling, concurrency, progress))
+                rows = [await _engine_row(engine, batch, sampling, concurrency, progress) for _ in range(repeat)]
+                report.results.append(median_run(rows))
         finally:
             # Closed before (c): its generation thread must not compete with the worker process for the CPU.
             await engine.close()
@@ -527,8 +548,11 @@ async def _run_all(
         del loaded
         for concurrency, batch in batches.items():
             progress(f"(c) queue + worker process, {len(batch)} requests at concurrency {concurrency}")
-            timings, peak, seconds = await run_queue_path(settings, model, batch, sampling, concurrency)
-            report.results.append(summarize("queue", concurrency, timings, seconds, peak))
+            rows = []
+            for _ in range(repeat):
+                timings, peak, seconds = await run_queue_path(settings, model, batch, sampling, concurrency)
+                rows.append(summarize("queue", concurrency, timings, seconds, peak))
+            report.results.append(median_run(rows))
     report.ratios = compute_ratios(report.results)
     return report
 
@@ -623,6 +647,7 @@ def bench_command(
     stagger_ms: Annotated[float, typer.Option(help="0 = all at once; else one arrival every N ms")] = 0.0,
     paths: Annotated[str, typer.Option(help="which of sequential,engine,queue to run")] = "sequential,engine,queue",
     sequential_requests: Annotated[int | None, typer.Option(help="cap (a) at this many requests (slow models)")] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="run each path N times and keep the median run")] = 1,
     kv_cache_blocks: Annotated[
         int | None, typer.Option(help="KV cache pages (default: sized for the worst case)")
     ] = None,
@@ -650,6 +675,7 @@ def bench_command(
         paths=chosen,
         sequential_requests=sequential_requests,
         progress=lambda line: err.print(f"[dim]… {line}[/]"),
+        repeat=repeat,
     )
     if as_json:
         print(json.dumps(asdict(report), indent=2, ensure_ascii=False))
