@@ -1,0 +1,74 @@
+"""`komt-bot bench` runs the three paths on one model and reports them side by side (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from komt_bot.bench import PathResult, compute_ratios, load_questions, make_requests, median_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def row(path: str, tok_s: float, concurrency: int = 4) -> PathResult:
+    return PathResult(path, concurrency, 4, 100, 1.0, tok_s, 0.1, 0.2, 1.0, 1.0, 100.0)
+
+
+def test_the_questions_are_komts_own_korean_evaluation_set() -> None:
+    questions = load_questions()
+    assert len(questions) == 37
+    assert all(any("가" <= ch <= "힣" for ch in q) for q in questions)
+    staggered = make_requests(40, stagger=0.5)
+    assert [r.arrival for r in staggered[:3]] == [0.0, 0.5, 1.0]
+    assert staggered[0].prompt.startswith("### instruction: ") and staggered[0].prompt.endswith("### Response: ")
+
+
+def test_ratios_compare_paths_at_the_same_concurrency() -> None:
+    ratios = compute_ratios([row("sequential", 50), row("engine", 200), row("queue", 180)])
+    assert ratios == {"engine/sequential@4": 4.0, "queue/sequential@4": 3.6, "queue/engine@4": 0.9}
+
+
+def test_repeated_runs_keep_the_median() -> None:
+    chosen = median_run([row("engine", 300), row("engine", 100), row("engine", 200)])
+    assert chosen.tokens_per_second == 200
+    assert "median of 3 runs" in chosen.note
+
+
+@pytest.mark.slow
+def test_bench_json_reports_all_three_paths(tiny_model_dir: Path, prefix: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOMT_")}
+    env |= {"KOMT_REDIS_URL": "redis://127.0.0.1:6379/0", "KOMT_QUEUE__PREFIX": prefix, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "komt_bot",
+            "bench",
+            "--model",
+            str(tiny_model_dir / "base"),
+            "--adapter",
+            str(tiny_model_dir / "lora"),
+            "--concurrency",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--json",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [r["path"] for r in report["results"]] == ["sequential", "engine", "queue"]
+    assert all(r["requests"] == 3 and r["tokens"] > 0 and r["ttft_p50"] is not None for r in report["results"])
+    assert next(r for r in report["results"] if r["path"] == "engine")["batch_size_max"] > 1
+    assert set(report["ratios"]) == {"engine/sequential@3", "queue/sequential@3", "queue/engine@3"}
+    assert report["machine"]["cores"] and report["model"]["device"] == "cpu"
