@@ -9,7 +9,6 @@ how many messages are read.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 
@@ -19,41 +18,10 @@ from adapters.discord_control import request_for_origin
 from komt_bot import messages
 from komt_bot.errors import KomtError
 from komt_bot.queue import JobQueue, Turn
-from komt_bot.streaming import EMPTY_ANSWER
 
 log = logging.getLogger(__name__)
 
-CONTINUED = "⬇️ 답변이 아래 메시지로 이어집니다 / the answer continues below"
-BLANKED = "…"  # what the reply editor leaves in surplus messages after a restart
 _TEXT_TYPES = (discord.MessageType.default, discord.MessageType.reply, discord.MessageType.chat_input_command)
-
-
-@functools.cache
-def _status_marks() -> frozenset[str]:
-    """The leading emoji of every status line komt-bot writes instead of, or after, an answer."""
-    samples = [
-        messages.queued(None),
-        messages.queued(2),
-        messages.RESTARTED,
-        messages.STOPPED,
-        messages.STOP_REFUSED,
-        messages.EMPTY,
-        messages.BUSY,
-        messages.TIMEOUT,
-        messages.QUEUE_DOWN,
-        messages.NOT_ALLOWED,
-        messages.DMS_OFF,
-        messages.TRUNCATED,
-        messages.too_long(2, 1),
-        messages.rate_limited(1),
-        messages.failed(None, None),
-        CONTINUED,
-    ]
-    return frozenset(text.split(" ", 1)[0] for text in samples)
-
-
-def _is_status(text: str) -> bool:
-    return text in (BLANKED, EMPTY_ANSWER) or text.split(" ", 1)[0] in _status_marks()
 
 
 def answer_text(content: str) -> str:
@@ -62,10 +30,10 @@ def answer_text(content: str) -> str:
     Whitespace is kept: the pieces of a long answer are joined back exactly.
     """
     text = content.removesuffix(messages.WRITING_MARK)
-    if not text.strip() or _is_status(text.strip()):
+    if messages.is_status(text):
         return ""
     head, separator, tail = text.rpartition("\n\n")
-    return head if separator and _is_status(tail.strip()) else text
+    return head if separator and tail.strip() and messages.is_status(tail) else text
 
 
 def question_text(message: discord.Message, me_id: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import discord
 
 from adapters.discord_control import stop_view
-from adapters.discord_conversation import CONTINUED
+from komt_bot import messages
 from komt_bot.metrics import Metrics
 from komt_bot.streaming import ReplyLimits
 
@@ -187,8 +187,8 @@ class InteractionSink(_Sink):
     async def _leave_pointer(self, old: discord.Message | None) -> None:
         try:
             if old is None:
-                await self._interaction.edit_original_response(content=CONTINUED, view=None)
+                await self._interaction.edit_original_response(content=messages.CONTINUED, view=None)
             else:
-                await old.edit(content=CONTINUED, view=None)
+                await old.edit(content=messages.CONTINUED, view=None)
         except discord.HTTPException as e:
             self._failed("point to the continued answer", e)

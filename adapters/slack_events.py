@@ -9,7 +9,6 @@ joined again) and everyone else's are the user's; the oldest turns are dropped f
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,13 +16,10 @@ from typing import Any
 
 from komt_bot import messages
 from komt_bot.queue import Turn
-from komt_bot.streaming import EMPTY_ANSWER
 
 # Plain messages, and the two kinds that still carry a person's words.
 ANSWERED_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
 QUESTION_MARK = "🙋"  # leads the message that shows a /komt question in the channel
-WRITING = "✍️ 답변 작성 중… / writing the answer…"  # the Stop message while the answer streams below it
-BLANKED = "…"  # what the reply editor leaves in surplus messages after a restart
 MAX_HISTORY_CHARS = 24_000
 
 _USER = re.compile(r"<@([A-Z0-9]+)(?:\|([^>]*))?>")
@@ -120,36 +116,6 @@ def parse_message(event: Mapping[str, Any], *, bot_user_id: str | None, team: st
     )
 
 
-@functools.cache
-def _status_marks() -> frozenset[str]:
-    """The leading word (an emoji) of every status line komt-bot writes instead of, or after, an answer."""
-    samples = [
-        messages.queued(None),
-        messages.queued(2),
-        messages.RESTARTED,
-        messages.STOPPED,
-        messages.STOP_REFUSED,
-        messages.EMPTY,
-        messages.BUSY,
-        messages.TIMEOUT,
-        messages.QUEUE_DOWN,
-        messages.NOT_ALLOWED,
-        messages.DMS_OFF,
-        messages.TRUNCATED,
-        messages.too_long(2, 1),
-        messages.rate_limited(1),
-        messages.failed(None, None),
-        WRITING,
-    ]
-    return frozenset(text.split(" ", 1)[0] for text in samples)
-
-
-def is_status(text: str) -> bool:
-    """Whether a text is one of komt-bot's status lines (queue position, errors, ...) rather than an answer."""
-    text = text.strip()
-    return text in (BLANKED, EMPTY_ANSWER, "") or text.split(" ", 1)[0] in _status_marks()
-
-
 def strip_mark(text: str) -> str:
     """The text without the reply editor's "still writing" mark."""
     return text.removesuffix(messages.WRITING_MARK)
@@ -158,10 +124,10 @@ def strip_mark(text: str) -> str:
 def answer_text(text: str) -> str:
     """The answer in one of the bot's messages (already unescaped): "" for a status line or placeholder."""
     text = strip_mark(text)
-    if is_status(text):
+    if messages.is_status(text):
         return ""
     body, sep, last = text.rpartition("\n\n")
-    if sep and is_status(last):
+    if sep and messages.is_status(last):
         return body
     return text
 

@@ -27,7 +27,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack_events import BLANKED, WRITING, escape, is_status, strip_mark
+from adapters.slack_events import escape, strip_mark
+from komt_bot import messages
 from komt_bot.metrics import Metrics
 from komt_bot.streaming import EDIT_INTERVAL_SECONDS, ReplyLimits, split_text, utf8_size
 
@@ -130,7 +131,7 @@ class SlackSink:
         """Post the next message of the reply (a stream when the answer is already streaming)."""
         await self._refresh_control()
         body = strip_mark(text)
-        if self._messages and active and not is_status(body) and self.streaming.allows(self.target.channel):
+        if self._messages and active and not messages.is_status(body) and self.streaming.allows(self.target.channel):
             ts = await self._stream_continuation(body)
             if ts is not None:
                 return ts
@@ -177,21 +178,21 @@ class SlackSink:
             self._count()
         except SlackApiError as e:
             self._failed("chat.delete", e)
-            await self._update(self._control, BLANKED, [])
+            await self._update(self._control, messages.BLANKED, [])
         self._control = None
 
     # -- streaming ---------------------------------------------------------------------------------------------
 
     def _may_begin_streaming(self, message: _Message, body: str, active: bool) -> bool:
         """The message with the Stop button starts the stream (once) when answer text replaces what it shows."""
-        return self._control is None and message.stop and active and not is_status(body)
+        return self._control is None and message.stop and active and not messages.is_status(body)
 
     async def _begin_streaming(self, message: _Message, body: str) -> bool:
         """Open a stream below the message; the message itself stays, as the Stop button's holder."""
         ts = await self._start_stream(body)
         if ts is None:
             return False
-        self._control, self._control_text = message.ts, WRITING
+        self._control, self._control_text = message.ts, messages.WRITING
         message.ts, message.streamed, message.stop = ts, body, False
         return True
 
@@ -212,8 +213,8 @@ class SlackSink:
             response = await self.client.chat_postMessage(
                 channel=t.channel,
                 thread_ts=t.thread_ts,
-                text=escape(WRITING),
-                blocks=stop_blocks(WRITING, t.stop_value),
+                text=escape(messages.WRITING),
+                blocks=stop_blocks(messages.WRITING, t.stop_value),
             )
         except SlackApiError as e:
             self._failed("chat.postMessage", e)

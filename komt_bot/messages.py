@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from komt_bot.errors import BacklogFullError, EmptyPromptError, KomtError, PromptTooLongError, QueueError
 
 
@@ -13,6 +15,10 @@ def queued(ahead: int | None) -> str:
 
 
 WRITING_MARK = " ✍️"
+EMPTY_ANSWER = "(빈 답변 / empty answer)"
+BLANKED = "…"  # what the reply editor leaves in messages a restarted answer no longer needs
+WRITING = "✍️ 답변 작성 중… / writing the answer…"  # a placeholder while the answer streams elsewhere
+CONTINUED = "⬇️ 답변이 아래 메시지로 이어집니다 / the answer continues below"
 RESTARTED = "🔄 작업자가 바뀌어 답변을 처음부터 다시 씁니다 / a worker restarted, rewriting the answer"
 STOPPED = "⏹️ 답변을 중단했습니다 / stopped"
 STOP_REFUSED = "🙅 질문한 사람이나 관리자만 중단할 수 있습니다 / only the person who asked (or an admin) can stop this"
@@ -59,3 +65,37 @@ def for_error(error: KomtError) -> str:
     if isinstance(error, QueueError):
         return QUEUE_DOWN
     return failed(None, str(error))
+
+
+def is_status(text: str) -> bool:
+    """Whether a message text is one of komt-bot's status lines (queue position, errors, ...), not an answer.
+
+    Adapters use it to rebuild a conversation from a thread's messages without the bot's own notices.
+    """
+    text = text.strip()
+    return text in (BLANKED, EMPTY_ANSWER, "") or text.split(" ", 1)[0] in _status_marks()
+
+
+@functools.cache
+def _status_marks() -> frozenset[str]:
+    """The leading emoji of every status line komt-bot writes instead of, or after, an answer."""
+    samples = [
+        queued(None),
+        queued(2),
+        RESTARTED,
+        STOPPED,
+        STOP_REFUSED,
+        EMPTY,
+        BUSY,
+        TIMEOUT,
+        QUEUE_DOWN,
+        NOT_ALLOWED,
+        DMS_OFF,
+        TRUNCATED,
+        WRITING,
+        CONTINUED,
+        too_long(2, 1),
+        rate_limited(1),
+        failed(None, None),
+    ]
+    return frozenset(text.split(" ", 1)[0] for text in samples)

@@ -17,7 +17,6 @@ from typing import Protocol
 from komt_bot import messages
 
 EDIT_INTERVAL_SECONDS = 1.0
-EMPTY_ANSWER = "(빈 답변 / empty answer)"
 _BREAKS = ("\n\n", "\n", ". ", "다. ", "요. ", "? ", "! ", "。", " ")
 
 
@@ -136,7 +135,7 @@ class ReplyEditor:
         if final and suffix:
             body = f"{body}\n\n{suffix}" if body else suffix
         if not body:
-            body = (EMPTY_ANSWER if final else self.status_text) or messages.queued(None)
+            body = (messages.EMPTY_ANSWER if final else self.status_text) or messages.queued(None)
         pieces = split_text(body, budget, self.limits.measure)
         pieces[-1] += mark
         return pieces
@@ -156,7 +155,7 @@ class ReplyEditor:
     async def _sync(self, pieces: list[str], *, active: bool, wait: bool) -> None:
         # Messages left over from a longer answer before a restart are blanked rather than deleted.
         last_real = len(pieces) - 1
-        pieces = pieces + ["…"] * (len(self._messages) - len(pieces))
+        pieces = pieces + [messages.BLANKED] * (len(self._messages) - len(pieces))
         for index, text in enumerate(pieces):
             active_here = active and index == last_real
             if index >= len(self._messages):

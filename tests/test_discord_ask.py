@@ -10,11 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 import tests.fake_discord  # noqa: F401  (first: imports discord.py without its audioop warning)
-from adapters.discord_conversation import CONTINUED
 from komt_bot import messages
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
-from komt_bot.streaming import EMPTY_ANSWER
 from tests.fake_discord import Call, Json, World, running_bot
 from tests.fake_engine import ScriptedEngine
 from tests.helpers import collect_events, eventually
@@ -81,7 +79,7 @@ async def test_ask_with_the_tiny_model_ends_as_the_whole_answer(
             events = await collect_events(bot.queue, await job_of(bot.queue, interaction.payload["id"]))
             answer = "".join(e.text for e in events if e.type == "delta")
             done = events[-1]
-            expected = answer if answer.strip() else EMPTY_ANSWER
+            expected = answer if answer.strip() else messages.EMPTY_ANSWER
             if done.finish_reason == "length":
                 expected = f"{expected}\n\n{messages.TRUNCATED}"
             pieces = await bot.fake.final_pieces(bot.fake.original_of(interaction), expected)
@@ -111,7 +109,7 @@ async def test_answer_past_the_token_lifetime_continues_as_a_message(
 
         await bot.fake.final_pieces(continued, SLOW_ANSWER)
         pointer = bot.fake.original_of(interaction)() or {}
-        assert pointer["content"] == CONTINUED and pointer["components"] == []
+        assert pointer["content"] == messages.CONTINUED and pointer["components"] == []
 
 
 async def test_long_ask_answer_continues_in_channel_messages(settings: Settings, redis_client: aioredis.Redis) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 import tests.fake_discord  # noqa: F401  (first: imports discord.py without its audioop warning)
 from adapters.discord_access import Asker, refusal
-from adapters.discord_conversation import CONTINUED, answer_text, merge_turns
+from adapters.discord_conversation import answer_text, merge_turns
 from adapters.discord_sink import discord_length, thread_name
 from komt_bot import messages
 from komt_bot.queue import Turn
@@ -21,7 +21,13 @@ def test_answer_text_drops_marks_statuses_and_suffixes() -> None:
     assert answer_text("잘렸습니다\n\n" + messages.TRUNCATED) == "잘렸습니다"
     assert answer_text("첫 문단\n\n둘째 문단") == "첫 문단\n\n둘째 문단"
     assert answer_text("문장이 이어지는 조각\n\n") == "문장이 이어지는 조각\n\n"  # pieces are joined back exactly
-    for status in (messages.queued(3), messages.queued(None), messages.BUSY, messages.rate_limited(5), CONTINUED):
+    for status in (
+        messages.queued(3),
+        messages.queued(None),
+        messages.BUSY,
+        messages.rate_limited(5),
+        messages.CONTINUED,
+    ):
         assert answer_text(status) == ""
     assert answer_text("…") == ""
 

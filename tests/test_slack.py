@@ -24,7 +24,6 @@ from komt_bot.engine.base import Engine
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings, load_settings
-from komt_bot.streaming import EMPTY_ANSWER
 from tests.fake_engine import ScriptedEngine
 from tests.fake_slack import (
     BOT_USER,
@@ -223,7 +222,7 @@ async def test_the_tiny_real_model_answers_a_signed_mention_through_the_real_wor
     answer = "".join(e.text for e in events if e.type == "delta")
     suffix = messages.TRUNCATED if events[-1].finish_reason == "length" else None
     body = answer if answer.strip() else ""
-    assert reply == ("\n\n".join(part for part in (body, suffix) if part) or EMPTY_ANSWER)
+    assert reply == ("\n\n".join(part for part in (body, suffix) if part) or messages.EMPTY_ANSWER)
     assert_edits_spaced(fake)
 
 

@@ -9,9 +9,7 @@ import pytest
 import yaml
 
 from adapters.slack_events import (
-    WRITING,
     answer_text,
-    is_status,
     parse_message,
     plain_text,
     thread_conversation,
@@ -22,7 +20,7 @@ from komt_bot import messages
 from komt_bot.errors import ConfigError
 from komt_bot.queue import Turn
 from komt_bot.settings import Settings, load_settings
-from komt_bot.streaming import EMPTY_ANSWER, split_text
+from komt_bot.streaming import split_text
 from tests.fake_slack import signed_headers
 
 BOT = "UKOMT"
@@ -69,8 +67,15 @@ def test_parse_message_keeps_questions_and_drops_what_is_never_answered() -> Non
 
 
 def test_status_lines_and_suffixes_are_not_part_of_answers() -> None:
-    for status in (messages.queued(None), messages.queued(4), messages.BUSY, WRITING, EMPTY_ANSWER, "…"):
-        assert is_status(status)
+    for status in (
+        messages.queued(None),
+        messages.queued(4),
+        messages.BUSY,
+        messages.WRITING,
+        messages.EMPTY_ANSWER,
+        "…",
+    ):
+        assert messages.is_status(status)
         assert answer_text(status + messages.WRITING_MARK) == ""
     assert answer_text("답입니다.\n\n" + messages.STOPPED) == "답입니다."
     assert answer_text("쓰는 중" + messages.WRITING_MARK) == "쓰는 중"
