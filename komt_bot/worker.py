@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 job_log = logging.getLogger("komt_bot.jobs")
 
 CANCEL_POLL_SECONDS = 0.1
+# The prompt builder counts its pieces separately; the engine counts the whole prompt plus BOS. Tokens can merge
+# differently across the joins, so the builder aims a little under the engine's hard limit.
+PROMPT_MARGIN_TOKENS = 8
 IDLE_CLAIM_BLOCK_SECONDS = 1.0
 
 
@@ -236,7 +239,7 @@ class Worker:
     async def _generate(self, job: ClaimedJob) -> tuple[FinishReason, dict[str, int]]:
         prompt = build_prompt(
             job.request.conversation,
-            max_tokens=self.settings.model.max_prompt_tokens,
+            max_tokens=self.settings.model.max_prompt_tokens - PROMPT_MARGIN_TOKENS,
             count_tokens=self.engine.count_tokens,
         )
         request = GenerationRequest(job.job_id, prompt, self._sampling(job))
