@@ -44,14 +44,15 @@ async def test_a_restarted_job_resets_the_reply_instead_of_doubling_it(
 ) -> None:
     settings.worker.drain_seconds = 0  # a stopping worker hands its running job back at once
     world = World()
-    engine = ScriptedEngine(SLOW_ANSWER, piece_chars=3, delay=0.05)
+    long_answer = SLOW_ANSWER * 4  # ~8 s to write, so the first worker is surely stopped mid-answer
+    engine = ScriptedEngine(long_answer, piece_chars=3, delay=0.05)
     async with running_bot(world, settings, redis_client, engine, worker=False) as bot:
         question = await bot.fake.user_message(world.channel, world.alice, "질문", mention_bot=True)
         first = bot.fake.reply_of(question)
         async with running_worker(bot.queue, engine, settings, name="first-worker"):
             await bot.fake.wait_for(lambda: len((first() or {"content": ""})["content"]) > 20, what="some answer")
         async with running_worker(bot.queue, engine, settings, name="second-worker"):
-            await bot.fake.final_pieces(first, SLOW_ANSWER)
+            await bot.fake.final_pieces(first, long_answer)
 
         job_id = await bot.queue.redis.get(bot.queue.keys.idempotency(f"discord:{question['id']}"))
         assert (await bot.queue.job(str(job_id)))["attempt"] == "2"  # really restarted, and not doubled above
