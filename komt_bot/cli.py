@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -86,7 +87,11 @@ def serve(
     """
     from komt_bot.runtime import run_stack
 
-    settings = _settings()
+    settings = load_settings()
+    if chat and "KOMT_LOG__LEVEL" not in os.environ:
+        # The chat shares the terminal with the log: only warnings, unless a level was asked for.
+        settings.log.level = "WARNING"
+    setup_logging(settings.log)
     _run(lambda: run_stack(settings, chat=chat))
 
 
@@ -130,8 +135,8 @@ def tiny_model(
     if size not in ("tiny", "small"):
         raise typer.BadParameter("tiny or small", param_hint="--size")
     base, adapter = build_tiny_model(directory, **(BENCH_KWARGS if size == "small" else {}))
-    Console().print(f"wrote [bold]{base}[/] and [bold]{adapter}[/]")
-    Console().print(f"use it with: KOMT_MODEL__BASE={base} KOMT_MODEL__ADAPTER={adapter}")
+    print(f"wrote {base} and {adapter}")
+    print(f"use it with: KOMT_MODEL__BASE={base} KOMT_MODEL__ADAPTER={adapter}")
 
 
 @dev_app.command("settings")

@@ -116,5 +116,16 @@ def setup_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [make_handler(settings, stream)]
     root.setLevel(settings.level)
-    for noisy in ("httpx", "urllib3", "asyncio", "discord.gateway", "slack_bolt", "slack_sdk"):
+    # ContinuousBatchingLogger: transformers' batching manager logs its cache sizing at INFO on a handler of its own.
+    for noisy in (
+        "httpx",
+        "urllib3",
+        "asyncio",
+        "discord.gateway",
+        "slack_bolt",
+        "slack_sdk",
+        "ContinuousBatchingLogger",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # On CPU bitsandbytes warns that an optional kernel package is missing; NF4 works without it.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

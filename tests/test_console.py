@@ -83,7 +83,7 @@ def test_serve_runs_the_whole_stack_in_one_process(tiny_model_dir: Path) -> None
     result = subprocess.run(
         [sys.executable, "-m", "komt_bot", "serve", "--chat"],
         input=f"{JEJU}\n/quit\n",
-        env=tiny_env(tiny_model_dir),
+        env=tiny_env(tiny_model_dir, KOMT_LOG__LEVEL="INFO"),
         cwd=ROOT,
         capture_output=True,
         text=True,
