@@ -34,7 +34,7 @@ from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from komt_bot.errors import BacklogFullError, ConfigError, JobNotFoundError, QueueError
 from komt_bot.settings import QueueSettings, Settings
@@ -421,6 +421,12 @@ class JobQueue:
                 for _stream, new_entries in batches or []:
                     entries.extend(new_entries)
             return [job for job in [await self._start_job(consumer, e_id, f) for e_id, f in entries] if job]
+        except ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise QueueError(f"could not claim jobs: {e}") from e
+            # Redis restarted without its data (or someone deleted the stream): start over with a fresh group.
+            await self.ensure_group()
+            return []
         except RedisError as e:
             raise QueueError(f"could not claim jobs: {e}") from e
 

@@ -233,3 +233,12 @@ async def test_redis_going_away_is_a_queue_error(settings: Settings) -> None:
             await JobQueue(client, gone.queue).submit(question())
     finally:
         await client.aclose()
+
+
+async def test_a_worker_recovers_when_redis_comes_back_empty(queue: JobQueue, settings: Settings) -> None:
+    async with running_worker(queue, ScriptedEngine("다시 왔어요"), settings):
+        await asyncio.sleep(0.2)
+        await queue.redis.delete(queue.keys.jobs)  # what a Redis restart without persistence looks like
+        sub = await queue.submit(question())
+        events = await collect_events(queue, sub.job_id)
+    assert "".join(e.text for e in events if e.type == "delta") == "다시 왔어요"
