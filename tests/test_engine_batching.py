@@ -176,7 +176,10 @@ async def test_a_generation_thread_stopped_underneath_is_replaced(engine: Batchi
     engine.manager.stop(block=False, hard_stop=True)
     results = await asyncio.gather(*tasks)
     assert engine.stats.restarts >= 1
-    assert [(u[-1].finish_reason, u[-1].completion_tokens) for u in results] == [("length", 40)] * 3
+    # Every request still ends normally: at its length limit, or earlier where sampling picked EOS.
+    endings = [(u[-1].finish_reason, u[-1].error) for u in results]
+    assert all(reason in ("length", "stop") and error is None for reason, error in endings), endings
+    assert all(u[-1].completion_tokens == 40 for u in results if u[-1].finish_reason == "length")
     assert engine.manager.is_running()
 
 
