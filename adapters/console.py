@@ -16,8 +16,7 @@ from typing import TextIO
 from komt_bot import messages
 from komt_bot.errors import KomtError, QueueError
 from komt_bot.prompt import check_question
-from komt_bot.queue import JobQueue, JobRequest, Origin, Turn
-from komt_bot.runtime import open_queue
+from komt_bot.queue import JobQueue, JobRequest, Origin, Turn, open_queue
 from komt_bot.settings import Settings
 
 NO_WORKER = "⚠️ 실행 중인 작업자가 없습니다 / no worker is running: start one with `komt-bot worker`"

@@ -17,6 +17,7 @@ import discord
 from adapters.discord_control import request_for_origin
 from komt_bot import messages
 from komt_bot.errors import KomtError
+from komt_bot.prompt import merge_turns
 from komt_bot.queue import JobQueue, Turn
 
 log = logging.getLogger(__name__)
@@ -46,18 +47,6 @@ def question_text(message: discord.Message, me_id: int) -> str:
         if user.id != me_id:
             text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
     return text.strip()
-
-
-def merge_turns(turns: list[Turn]) -> list[Turn]:
-    """Join consecutive turns of one role (an answer split over several messages is one turn)."""
-    merged: list[Turn] = []
-    for turn in turns:
-        if merged and merged[-1].role == turn.role:
-            joiner = "" if turn.role == "assistant" else "\n"
-            merged[-1] = Turn(role=turn.role, text=merged[-1].text + joiner + turn.text)
-        else:
-            merged.append(turn)
-    return merged
 
 
 class ConversationReader:

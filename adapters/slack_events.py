@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from komt_bot import messages
+from komt_bot.prompt import merge_turns
 from komt_bot.queue import Turn
 
 # Plain messages, and the two kinds that still carry a person's words.
@@ -151,18 +152,6 @@ def _turn(message: Mapping[str, Any], *, bot_user_id: str | None, bot_id: str | 
     return Turn(role="user", text=text) if text else None
 
 
-def _merged(turns: Iterable[Turn]) -> list[Turn]:
-    merged: list[Turn] = []
-    for turn in turns:
-        if merged and merged[-1].role == turn.role:
-            # A split answer is one answer again; several people's messages are one instruction.
-            joiner = "" if turn.role == "assistant" else "\n"
-            merged[-1] = Turn(role=turn.role, text=merged[-1].text + joiner + turn.text)
-        else:
-            merged.append(turn)
-    return merged
-
-
 def _fit(turns: list[Turn], max_chars: int) -> list[Turn]:
     kept: list[Turn] = []
     used = 0
@@ -194,4 +183,4 @@ def thread_conversation(
     )
     ordered = ordered[-max_messages:] if max_messages > 0 else []
     turns = (_turn(m, bot_user_id=bot_user_id, bot_id=bot_id) for m in ordered)
-    return _fit(_merged(t for t in turns if t is not None), max_chars)
+    return _fit(merge_turns(t for t in turns if t is not None), max_chars)

@@ -8,7 +8,7 @@ open a new instruction or response block: the ``###`` markers they type are neut
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from komt_bot.errors import EmptyPromptError, PromptTooLongError
 from komt_bot.queue import Turn
@@ -51,6 +51,19 @@ def check_question(text: str, *, max_chars: int) -> str:
     if not cleaned:
         raise EmptyPromptError("the question is empty")
     return cleaned
+
+
+def merge_turns(turns: Iterable[Turn]) -> list[Turn]:
+    """Join consecutive turns of one role: an answer split over several chat messages is one answer again, and
+    several messages in a row from people are one instruction."""
+    merged: list[Turn] = []
+    for turn in turns:
+        if merged and merged[-1].role == turn.role:
+            joiner = "" if turn.role == "assistant" else "\n"
+            merged[-1] = Turn(role=turn.role, text=merged[-1].text + joiner + turn.text)
+        else:
+            merged.append(turn)
+    return merged
 
 
 def _exchanges(conversation: Sequence[Turn]) -> tuple[list[tuple[str, str]], str]:

@@ -25,7 +25,9 @@ A worker heartbeats its in-flight entries with ``XCLAIM ... JUSTID``; entries id
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -38,6 +40,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from komt_bot.errors import BacklogFullError, ConfigError, JobNotFoundError, QueueError
 from komt_bot.settings import QueueSettings, Settings
+
+log = logging.getLogger(__name__)
 
 GROUP = "workers"
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -242,6 +246,31 @@ def connect(settings: Settings) -> aioredis.Redis:
         health_check_interval=30,
         socket_connect_timeout=5,
     )
+
+
+def embedded_redis() -> aioredis.Redis:
+    """An in-process Redis (fakeredis with Lua) for a single-process `serve` without a Redis server."""
+    import fakeredis
+
+    return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+
+
+@contextlib.asynccontextmanager
+async def open_queue(settings: Settings, *, embedded_ok: bool = False) -> AsyncIterator[JobQueue]:
+    """A JobQueue on the configured Redis (checked with a PING), closed afterwards."""
+    if settings.redis_url is None and embedded_ok:
+        log.info("no KOMT_REDIS_URL: using an embedded in-process Redis (jobs live only in this process)")
+        client = embedded_redis()
+    else:
+        client = connect(settings)
+    try:
+        try:
+            await client.ping()
+        except Exception as e:
+            raise QueueError(f"Redis does not answer: {e}") from e
+        yield JobQueue(client, settings.queue)
+    finally:
+        await client.aclose()
 
 
 def new_job_id() -> str:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from komt_bot.errors import JobNotFoundError, QueueError
-from komt_bot.queue import FINAL_STATES, GROUP, Event, JobQueue, JobRequest, connect
+from komt_bot.queue import FINAL_STATES, GROUP, Event, JobQueue, JobRequest, open_queue
 from komt_bot.settings import Settings
 
 RECENT_SECONDS = 300.0
@@ -624,12 +624,5 @@ async def open_admin(settings: Settings) -> AsyncIterator[QueueAdmin]:
 
     Raises :class:`ConfigError` when no Redis is configured and :class:`QueueError` when it does not answer.
     """
-    client = connect(settings)
-    try:
-        try:
-            await client.ping()
-        except RedisError as e:
-            raise QueueError(f"Redis does not answer: {e}") from e
-        yield QueueAdmin(JobQueue(client, settings.queue))
-    finally:
-        await client.aclose()
+    async with open_queue(settings) as queue:
+        yield QueueAdmin(queue)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-
 from komt_bot.engine.base import Engine, GenerationRequest, SamplingParams
-from komt_bot.errors import ConfigError, QueueError
+from komt_bot.errors import ConfigError
 from komt_bot.metrics import Metrics, process_metrics
 from komt_bot.prompt import render_turn
-from komt_bot.queue import JobQueue, connect
+from komt_bot.queue import JobQueue, open_queue
 from komt_bot.settings import Settings
 from komt_bot.worker import Worker
 from komt_bot.worker_metrics import MeteredQueue, sampling
@@ -29,31 +26,6 @@ class AdapterServe(Protocol):
     def __call__(
         self, settings: Settings, queue: JobQueue, *, metrics: Metrics | None = None
     ) -> Coroutine[Any, Any, None]: ...
-
-
-def embedded_redis() -> aioredis.Redis:
-    """An in-process Redis (fakeredis with Lua) for a single-process `serve` without a Redis server."""
-    import fakeredis
-
-    return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
-
-
-@contextlib.asynccontextmanager
-async def open_queue(settings: Settings, *, embedded_ok: bool = False) -> AsyncIterator[JobQueue]:
-    """A JobQueue on the configured Redis (checked with a PING), closed afterwards."""
-    if settings.redis_url is None and embedded_ok:
-        log.info("no KOMT_REDIS_URL: using an embedded in-process Redis (jobs live only in this process)")
-        client = embedded_redis()
-    else:
-        client = connect(settings)
-    try:
-        try:
-            await client.ping()
-        except Exception as e:
-            raise QueueError(f"Redis does not answer: {e}") from e
-        yield JobQueue(client, settings.queue)
-    finally:
-        await client.aclose()
 
 
 def configured_adapters(settings: Settings) -> list[str]:
