@@ -217,7 +217,7 @@ return {'run', attempt}
 """
 
 # KEYS: job hash, waiting, out, cancel, stats, recent prefix
-# ARGV: job id, now, job ttl, cancel ttl
+# ARGV: job id, now, job ttl, cancel ttl, "1" = only a queued job (leave a running one alone)
 # Returns the state the job was in (or "" when unknown).
 _CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -229,7 +229,7 @@ if state == 'queued' then
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
   redis.call('ZADD', KEYS[6] .. 'cancelled', ARGV[2], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[3]); redis.call('EXPIRE', KEYS[3], ARGV[3])
-elseif state == 'running' then
+elseif state == 'running' and ARGV[5] ~= '1' then
   redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
 end
 return state
@@ -393,16 +393,18 @@ class JobQueue:
                     if event.terminal:
                         return
 
-    async def cancel(self, job_id: str) -> JobState:
+    async def cancel(self, job_id: str, *, only_if_queued: bool = False) -> JobState:
         """Ask a job to stop. A queued job ends at once; a running one stops at its next token batch.
 
+        With ``only_if_queued`` a running job is left alone (a purge that races a worker starting the job).
         Returns the state the job was in. Raises :class:`JobNotFoundError` for an unknown id.
         """
         k = self.keys
+        ttl = self.settings.job_ttl_seconds
         try:
             state = await self._cancel(
                 keys=[k.job(job_id), k.waiting, k.out(job_id), k.cancel(job_id), k.stats, k.recent("")],
-                args=[job_id, f"{time.time():.3f}", self.settings.job_ttl_seconds, self.settings.job_ttl_seconds],
+                args=[job_id, f"{time.time():.3f}", ttl, ttl, "1" if only_if_queued else "0"],
             )
         except RedisError as e:
             raise QueueError(f"could not cancel the job: {e}") from e

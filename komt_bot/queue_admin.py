@@ -68,22 +68,6 @@ redis.call('XADD', KEYS[3], '*', 'job_id', ARGV[1])
 return {state, removed}
 """
 
-# Cancel a job only while it is still queued (the queued branch of queue.py's cancel), so a purge that races a
-# worker starting the job never touches it.
-# KEYS: job hash, waiting, out, stats, recent prefix (without state)
-# ARGV: job id, now, job ttl
-# Returns 1 when the job was cancelled, 0 when it was not queued (any more).
-_CANCEL_QUEUED = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], '*', 'type', 'done', 'data', '{"finish_reason":"cancelled"}')
-redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
-redis.call('ZADD', KEYS[5] .. 'cancelled', ARGV[2], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3]); redis.call('EXPIRE', KEYS[3], ARGV[3])
-return 1
-"""
-
 
 class JobStateError(QueueError):
     """The job exists but is in a state the operation does not apply to."""
@@ -349,7 +333,6 @@ class QueueAdmin:
         self.keys = queue.keys
         self.stale_after = STALE_HEARTBEATS * queue.settings.heartbeat_seconds
         self._requeue = queue.redis.register_script(_REQUEUE)
-        self._cancel_queued = queue.redis.register_script(_CANCEL_QUEUED)
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -586,19 +569,11 @@ class QueueAdmin:
         return PurgeResult(cancelled, stopped, dropped, 0 if force else len(plan.running))
 
     async def _cancel_waiting(self, job_ids: list[str]) -> int:
-        k = self.keys
-        now = f"{time.time():.3f}"
-        try:
-            results = [
-                await self._cancel_queued(
-                    keys=[k.job(job_id), k.waiting, k.out(job_id), k.stats, k.recent("")],
-                    args=[job_id, now, self.queue.settings.job_ttl_seconds],
-                )
-                for job_id in job_ids
-            ]
-        except RedisError as e:
-            raise QueueError(f"could not cancel the waiting jobs: {e}") from e
-        return sum(int(r) for r in results)
+        count = 0
+        for job_id in job_ids:
+            with contextlib.suppress(JobNotFoundError):
+                count += await self.queue.cancel(job_id, only_if_queued=True) == "queued"
+        return count
 
     async def _stop_running(self, job_ids: list[str]) -> int:
         count = 0
