@@ -46,8 +46,13 @@ DEFAULT_BENCH_DIR = Path(".bench")
 class BenchRequest:
     """One question and when it arrives, relative to the start of the run."""
 
-    prompt: str
+    question: str
     arrival: float
+
+    @property
+    def prompt(self) -> str:
+        """The question in the model card's template (what (a) and (b) generate from; (c)'s worker builds it)."""
+        return render_turn(self.question)
 
 
 @dataclass(slots=True)
@@ -136,7 +141,7 @@ def load_questions() -> list[str]:
 def make_requests(count: int, *, stagger: float) -> list[BenchRequest]:
     """``count`` prompts in the komt template, arriving all at once (stagger 0) or every ``stagger`` seconds."""
     questions = load_questions()
-    return [BenchRequest(render_turn(questions[i % len(questions)]), i * stagger) for i in range(count)]
+    return [BenchRequest(questions[i % len(questions)], i * stagger) for i in range(count)]
 
 
 class PeakMemory:
@@ -305,7 +310,7 @@ async def run_queue_path(
     Returns (timings, the worker's peak memory, seconds from the first arrival to the last answer); the worker's
     start-up (model loading) is not counted.
     """
-    from komt_bot.queue import JobQueue, JobRequest, Origin, Turn, connect
+    from komt_bot.queue import JobQueue, connect
 
     prefix = f"komt-bench-{uuid.uuid4().hex[:8]}"
     queue_settings = settings.queue.model_copy(update={"prefix": prefix, "max_backlog": max(1000, len(requests))})
@@ -319,28 +324,8 @@ async def run_queue_path(
         await _wait_for_worker(queue, worker)
         with PeakMemory(worker.pid) as memory:
             start = time.perf_counter()
-
-            async def one(request: BenchRequest) -> RequestTiming:
-                await asyncio.sleep(max(0.0, start + request.arrival - time.perf_counter()))
-                arrived = start + request.arrival
-                job = JobRequest(
-                    conversation=[Turn(role="user", text=request.prompt)],
-                    origin=Origin(platform="bench"),
-                    max_new_tokens=sampling.max_new_tokens,
-                )
-                submission = await queue.submit(job)
-                timing = RequestTiming()
-                async for event in queue.events(submission.job_id, block_seconds=5):
-                    if event is None:
-                        continue
-                    if event.type == "delta" and timing.ttft is None:
-                        timing.ttft = time.perf_counter() - arrived
-                    if event.terminal and event.usage:
-                        timing.tokens = event.usage.get("completion_tokens", 0)
-                timing.e2e = time.perf_counter() - arrived
-                return timing
-
-            timings = list(await asyncio.gather(*(one(r) for r in requests)))
+            asks = (_ask_through_queue(queue, r, start + r.arrival, sampling.max_new_tokens) for r in requests)
+            timings = list(await asyncio.gather(*asks))
             seconds = time.perf_counter() - start
         return timings, memory.peak, seconds
     finally:
@@ -352,6 +337,29 @@ async def run_queue_path(
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def _ask_through_queue(queue: Any, request: BenchRequest, arrival: float, max_new_tokens: int) -> RequestTiming:
+    """Submit one question at its arrival time (perf_counter) and read its answer back, as an adapter does."""
+    from komt_bot.queue import JobRequest, Origin, Turn
+
+    await asyncio.sleep(max(0.0, arrival - time.perf_counter()))
+    job = JobRequest(
+        conversation=[Turn(role="user", text=request.question)],
+        origin=Origin(platform="bench"),
+        max_new_tokens=max_new_tokens,
+    )
+    submission = await queue.submit(job)
+    timing = RequestTiming()
+    async for event in queue.events(submission.job_id, block_seconds=5):
+        if event is None:
+            continue
+        if event.type == "delta" and timing.ttft is None:
+            timing.ttft = time.perf_counter() - arrival
+        if event.terminal and event.usage:
+            timing.tokens = event.usage.get("completion_tokens", 0)
+    timing.e2e = time.perf_counter() - arrival
+    return timing
 
 
 async def _wait_for_worker(queue: Any, worker: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
@@ -474,6 +482,73 @@ def _load(model: ModelSettings) -> Any:
     return load_model(model)
 
 
+@dataclass(slots=True)
+class _BenchRun:
+    """One ``komt-bot bench`` invocation: the same requests through each chosen path."""
+
+    settings: Settings
+    model: ModelSettings
+    batches: dict[int, list[BenchRequest]]
+    sampling: SamplingParams
+    sequential_requests: int | None
+    repeat: int
+    progress: Callable[[str], None]
+
+    @property
+    def warm_up(self) -> tuple[list[BenchRequest], SamplingParams]:
+        s = self.sampling
+        return [BenchRequest("안녕하세요", 0.0)], SamplingParams(s.temperature, s.top_p, s.top_k, 4, s.stop)
+
+    def sequential(self, loaded: Any) -> list[PathResult]:
+        """(a) on a thread of its own that then ends: torch work left on the event loop's thread measurably slows
+        the engine's thread later in the same process."""
+
+        def rows() -> list[PathResult]:
+            run_sequential(loaded, *self.warm_up)
+            return [
+                median_run(
+                    [
+                        _sequential_row(loaded, batch, self.sampling, c, self.sequential_requests, self.progress)
+                        for _ in range(self.repeat)
+                    ]
+                )
+                for c, batch in self.batches.items()
+            ]
+
+        return run_in_own_thread(rows)
+
+    async def engine(self, loaded: Any) -> list[PathResult]:
+        """(b); the engine is closed afterwards so its thread does not compete with (c)'s worker process."""
+        from komt_bot.engine.batching import BatchingEngine
+
+        s = self.sampling
+        generation = GenerationSettings(
+            temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens
+        )
+        engine = BatchingEngine(loaded, self.model, generation)
+        try:
+            await run_engine(engine, *self.warm_up)
+            results = []
+            for c, batch in self.batches.items():
+                rows = [await _engine_row(engine, batch, s, c, self.progress) for _ in range(self.repeat)]
+                results.append(median_run(rows))
+            return results
+        finally:
+            await engine.close()
+
+    async def queue(self) -> list[PathResult]:
+        """(c), with a worker process of its own per concurrency level and repetition."""
+        results = []
+        for c, batch in self.batches.items():
+            self.progress(f"(c) queue + worker process, {len(batch)} requests at concurrency {c}")
+            rows = []
+            for _ in range(self.repeat):
+                timings, peak, seconds = await run_queue_path(self.settings, self.model, batch, self.sampling, c)
+                rows.append(summarize("queue", c, timings, seconds, peak))
+            results.append(median_run(rows))
+        return results
+
+
 async def _run_all(
     settings: Settings,
     model: ModelSettings,
@@ -487,15 +562,10 @@ async def _run_all(
     progress: Callable[[str], None],
     repeat: int,
 ) -> BenchReport:
-    from komt_bot.engine.batching import BatchingEngine
-
+    shown = ("base", "adapter", "quantization", "load_format", "kv_cache_blocks", "max_batch_size")
     report = BenchReport(
         machine=machine_info(),
-        model={
-            k: v
-            for k, v in model.model_dump().items()
-            if k in ("base", "adapter", "quantization", "load_format", "kv_cache_blocks", "max_batch_size")
-        },
+        model={k: v for k, v in model.model_dump().items() if k in shown},
         options={
             "concurrency": concurrencies,
             "requests": requests,
@@ -505,54 +575,20 @@ async def _run_all(
             "repeat": repeat,
         },
     )
-    progress(f"loading {model.base} ({model.quantization})")
-    loaded = _load(model)
-    report.model["device"] = loaded.plan.device
-    report.model["quantization"] = loaded.plan.quantization
     batches = {c: make_requests(requests or c, stagger=stagger) for c in concurrencies}
-    warm_up = [BenchRequest(render_turn("안녕하세요"), 0.0)]
-    short = SamplingParams(sampling.temperature, sampling.top_p, sampling.top_k, 4, sampling.stop)
-    if "sequential" in paths:
-        # The model card's way first (the batching engine may change the model's attention setup), on a thread of
-        # its own that then ends: torch work left on this loop's thread measurably slows the engine's thread later.
-        def sequential_rows() -> list[PathResult]:
-            run_sequential(loaded, warm_up, short)
-            return [
-                median_run(
-                    [
-                        _sequential_row(loaded, batch, sampling, concurrency, sequential_requests, progress)
-                        for _ in range(repeat)
-                    ]
-                )
-                for concurrency, batch in batches.items()
-            ]
-
-        report.results += run_in_own_thread(sequential_rows)
-    generation = GenerationSettings(
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k,
-        max_new_tokens=sampling.max_new_tokens,
-    )
-    if "engine" in paths:
-        engine = BatchingEngine(loaded, model, generation)
-        try:
-            await run_engine(engine, warm_up, short)
-            for concurrency, batch in batches.items():
-                rows = [await _engine_row(engine, batch, sampling, concurrency, progress) for _ in range(repeat)]
-                report.results.append(median_run(rows))
-        finally:
-            # Closed before (c): its generation thread must not compete with the worker process for the CPU.
-            await engine.close()
-    if "queue" in paths:
+    run = _BenchRun(settings, model, batches, sampling, sequential_requests, repeat, progress)
+    if paths & {"sequential", "engine"}:
+        progress(f"loading {model.base} ({model.quantization})")
+        loaded = _load(model)
+        report.model |= {"device": loaded.plan.device, "quantization": loaded.plan.quantization}
+        # The model card's way first: the batching engine may change the model's attention setup.
+        if "sequential" in paths:
+            report.results += run.sequential(loaded)
+        if "engine" in paths:
+            report.results += await run.engine(loaded)
         del loaded
-        for concurrency, batch in batches.items():
-            progress(f"(c) queue + worker process, {len(batch)} requests at concurrency {concurrency}")
-            rows = []
-            for _ in range(repeat):
-                timings, peak, seconds = await run_queue_path(settings, model, batch, sampling, concurrency)
-                rows.append(summarize("queue", concurrency, timings, seconds, peak))
-            report.results.append(median_run(rows))
+    if "queue" in paths:
+        report.results += await run.queue()
     report.ratios = compute_ratios(report.results)
     return report
 

@@ -25,7 +25,7 @@ def test_the_questions_are_komts_own_korean_evaluation_set() -> None:
     assert all(any("가" <= ch <= "힣" for ch in q) for q in questions)
     staggered = make_requests(40, stagger=0.5)
     assert [r.arrival for r in staggered[:3]] == [0.0, 0.5, 1.0]
-    assert staggered[0].prompt.startswith("### instruction: ") and staggered[0].prompt.endswith("### Response: ")
+    assert staggered[0].prompt == f"### instruction: {staggered[0].question}\n\n### Response: "
 
 
 def test_ratios_compare_paths_at_the_same_concurrency() -> None:
