@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from transformers import LlamaConfig
 
 from komt_bot.engine import GenerationRequest, SamplingParams, load_engine
-from komt_bot.engine.batching import BatchingEngine, kv_cache_blocks
+from komt_bot.engine.batching import BatchingEngine, kv_block_bytes, kv_cache_blocks
 from komt_bot.engine.loading import LoadedModel, load_model
 from komt_bot.settings import GenerationSettings, ModelSettings
 from tests.model_fixtures import collect, greedy_reference, joined, stop_across_tokens
@@ -67,6 +68,19 @@ def test_kv_cache_is_sized_from_the_settings() -> None:
     model = ModelSettings(max_batch_size=16, max_prompt_tokens=1536)
     assert kv_cache_blocks(model, GenerationSettings(max_new_tokens=512), page_size=256) == 128
     assert kv_cache_blocks(model.model_copy(update={"kv_cache_blocks": 7}), GenerationSettings(), 256) == 7
+
+
+def test_an_unconfigured_kv_cache_fits_in_the_free_gpu_memory() -> None:
+    model = ModelSettings(max_batch_size=32, max_prompt_tokens=1536)
+    generation = GenerationSettings(max_new_tokens=128)
+    config = LlamaConfig(hidden_size=5120, num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=40)
+    block = kv_block_bytes(config, 256, element_size=2)
+    assert block == 2 * 40 * 5120 * 256 * 2  # 13B: ~210 MB a page of 256 tokens in bf16
+    worst = kv_cache_blocks(model, generation, 256)
+    assert worst == 208  # 32 x (1536 + 128) tokens
+    fitted = kv_cache_blocks(model, generation, 256, bytes_per_block=block, free_bytes=16 * 10**9)
+    assert fitted * block <= 0.8 * 16 * 10**9 < (fitted + 1) * block
+    assert kv_cache_blocks(model, generation, 256, bytes_per_block=block, free_bytes=10**12) == worst
 
 
 async def test_factory_builds_a_batching_engine_that_streams_a_whole_answer(tiny_model_dir: Path) -> None:

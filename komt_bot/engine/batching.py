@@ -41,6 +41,7 @@ STOP_TIMEOUT_SECONDS = 30.0
 CPU_PAGE_SIZE = 32
 CUDA_PAGE_SIZE = 256
 CPU_STEP_TOKENS = 256
+KV_MEMORY_FRACTION = 0.8  # of the GPU memory free after loading, at most, for the KV cache when not configured
 CUDA_STEP_TOKENS = 2048
 
 
@@ -77,12 +78,33 @@ def step_tokens(model: ModelSettings, device: str) -> int:
     return max(CUDA_STEP_TOKENS if device == "cuda" else CPU_STEP_TOKENS, model.max_batch_size)
 
 
-def kv_cache_blocks(model: ModelSettings, generation: GenerationSettings, page_size: int) -> int:
-    """KV cache pages: the configured number, else enough for a full batch of the longest allowed requests."""
+def kv_cache_blocks(
+    model: ModelSettings,
+    generation: GenerationSettings,
+    page_size: int,
+    *,
+    bytes_per_block: int | None = None,
+    free_bytes: int | None = None,
+) -> int:
+    """KV cache pages: the configured number, else enough for a full batch of the longest allowed requests.
+
+    Given the device's free memory and a page's size, the worst case is capped at ``KV_MEMORY_FRACTION`` of what is
+    free, so a 13B model on a 24 GB card starts (with fewer pages: requests then wait for room) instead of failing.
+    """
     if model.kv_cache_blocks is not None:
         return model.kv_cache_blocks
     tokens_per_request = model.max_prompt_tokens + generation.max_new_tokens
-    return max(1, math.ceil(model.max_batch_size * tokens_per_request / page_size))
+    blocks = max(1, math.ceil(model.max_batch_size * tokens_per_request / page_size))
+    if bytes_per_block and free_bytes is not None:
+        blocks = max(1, min(blocks, int(free_bytes * KV_MEMORY_FRACTION) // bytes_per_block))
+    return blocks
+
+
+def kv_block_bytes(config: Any, page_size: int, element_size: int) -> int:
+    """Bytes one KV cache page takes: keys and values of every layer for ``page_size`` tokens."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return int(2 * config.num_hidden_layers * kv_heads * head_dim * page_size * element_size)
 
 
 def manager_generation_config(generation: GenerationSettings, eos_ids: frozenset[int], vocab_size: int) -> Any:
@@ -232,6 +254,27 @@ class BatchingEngine:
             self._epoch += 1
         return self._manager
 
+    def _cache_blocks(self, page_size: int) -> int:
+        """KV pages for a new manager; on CUDA no more than the free memory allows."""
+        import torch
+
+        settings, generation = self._core.model_settings, self._core.generation
+        loaded = self._core.loaded
+        if loaded.plan.device != "cuda" or settings.kv_cache_blocks is not None:
+            return kv_cache_blocks(settings, generation, page_size)
+        free_bytes, _total = torch.cuda.mem_get_info()
+        element = torch.tensor([], dtype=getattr(torch, loaded.plan.dtype)).element_size()
+        block = kv_block_bytes(loaded.model.config, page_size, element)
+        blocks = kv_cache_blocks(settings, generation, page_size, bytes_per_block=block, free_bytes=free_bytes)
+        log.info(
+            "KV cache: %d pages of %d tokens (%.1f GB; %.1f GB free)",
+            blocks,
+            page_size,
+            blocks * block / 1e9,
+            free_bytes / 1e9,
+        )
+        return blocks
+
     def _new_manager(self) -> Any:
         from transformers import ContinuousBatchingConfig
 
@@ -239,7 +282,7 @@ class BatchingEngine:
         page_size = CUDA_PAGE_SIZE if self._core.loaded.plan.device == "cuda" else CPU_PAGE_SIZE
         config = ContinuousBatchingConfig(
             page_size=page_size,
-            num_blocks=kv_cache_blocks(settings, generation, page_size),
+            num_blocks=self._cache_blocks(page_size),
             max_batch_tokens=step_tokens(settings, self._core.loaded.plan.device),
             max_requests_per_batch=settings.max_batch_size,
             per_request_processors=True,
