@@ -48,6 +48,8 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 FINAL_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
 EventType = Literal["start", "delta", "done", "error"]
 RECENT_WINDOW_SECONDS = 3600
+REQUEUED_CONSUMER = "requeued"  # holds entries put back for another worker
+REQUEUED_IDLE_MS = 10**10  # "idle for months": any worker's next claim takes such an entry over first
 # What redis-py returns for XRANGE-like reads (with decode_responses): [(entry id, {field: value})]
 StreamEntries = list[tuple[str, dict[str, str]]]
 
@@ -553,7 +555,11 @@ class JobQueue:
         return False
 
     async def requeue(self, job: ClaimedJob, *, error: str | None = None) -> None:
-        """Put a claimed job back in its place at the head of the queue (drain, retry)."""
+        """Put a claimed job back at the head of the queue (drain, retry), ahead of every new job.
+
+        A stream cannot take an entry at its front, so the entry stays pending and is marked as idle for ages:
+        the next worker's claim takes pending entries over before it reads new ones.
+        """
         k = self.keys
         try:
             seq = await self.redis.hget(k.job(job.job_id), "seq")
@@ -562,9 +568,7 @@ class JobQueue:
                     k.job(job.job_id), mapping={"state": "queued", "worker": "", **({"error": error} if error else {})}
                 )
                 pipe.zadd(k.waiting, {job.job_id: float(seq or 0)})
-                pipe.xack(k.jobs, GROUP, job.entry_id)
-                pipe.xdel(k.jobs, job.entry_id)
-                pipe.xadd(k.jobs, {"job_id": job.job_id})
+                pipe.xclaim(k.jobs, GROUP, REQUEUED_CONSUMER, 0, [job.entry_id], idle=REQUEUED_IDLE_MS, justid=True)
                 await pipe.execute()
         except RedisError as e:
             raise QueueError(f"could not requeue the job: {e}") from e

@@ -191,10 +191,11 @@ async def test_sigterm_drains_the_running_job(queue: JobQueue, prefix: str) -> N
     assert not await queue.live("worker")
 
 
-async def test_a_drain_deadline_hands_the_job_to_another_worker(
+async def test_a_drain_deadline_hands_the_job_to_another_worker_first(
     queue: JobQueue, settings: Settings, prefix: str
 ) -> None:
     worker = _spawn_worker(prefix, "hasty", "--delay", "0.05", "--chars", "400", "--drain", "0.3")
+    one_at_a_time = settings.model_copy(update={"worker": settings.worker.model_copy(update={"capacity": 1})})
     try:
         sub = await queue.submit(question())
 
@@ -202,15 +203,19 @@ async def test_a_drain_deadline_hands_the_job_to_another_worker(
             return (await queue.job(sub.job_id)).get("state") == "running"
 
         await eventually(running)
+        later = await queue.submit(question("나중에 온 질문"))
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(20) == 0
-        assert await queue.position(sub.job_id) == 0  # back at the head of the queue at once
-        async with running_worker(queue, ScriptedEngine("이어받음"), settings, name="next"):
+        # Back at the head of the queue at once, ahead of the question that came while it ran.
+        assert (await queue.position(sub.job_id), await queue.position(later.job_id)) == (0, 1)
+        async with running_worker(queue, ScriptedEngine("이어받음"), one_at_a_time, name="next"):
             events = await collect_events(queue, sub.job_id)
+            await collect_events(queue, later.job_id)
     finally:
         worker.kill()
     assert [e.attempt for e in events if e.type == "start"] == [1, 2]
     assert events[-1].type == "done"
+    assert float((await queue.job(sub.job_id))["started"]) < float((await queue.job(later.job_id))["started"])
 
 
 async def test_the_rate_limit_counts_per_user(queue: JobQueue) -> None:
