@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from komt_bot.errors import JobNotFoundError, QueueError
-from komt_bot.queue import FINAL_STATES, GROUP, Event, JobQueue, JobRequest, open_queue
+from komt_bot.queue import FINAL_STATES, GROUP, REQUEUED_CONSUMER, Event, JobQueue, JobRequest, open_queue
 from komt_bot.settings import Settings
 
 RECENT_SECONDS = 300.0
@@ -431,8 +431,10 @@ class QueueAdmin:
         ]
 
     async def _pending(self) -> list[dict[str, Any]]:
+        """Entries a worker holds; a requeued job's entry is pending too, but it waits, so it is left out."""
         try:
-            return list(await self.redis.xpending_range(self.keys.jobs, GROUP, "-", "+", MAX_RUNNING_LISTED))
+            pending = await self.redis.xpending_range(self.keys.jobs, GROUP, "-", "+", MAX_RUNNING_LISTED)
+            return [p for p in pending if str(p["consumer"]) != REQUEUED_CONSUMER]
         except ResponseError as e:
             if "NOGROUP" in str(e):  # no worker has ever started: nothing can be running
                 return []

@@ -120,6 +120,13 @@ async def test_status_counts_waiting_jobs_and_the_oldest_ones_age(cli: Cli, queu
     assert data["oldest_waiting_seconds"] >= 0
 
 
+async def test_a_requeued_job_counts_as_waiting_not_as_running(cli: Cli, queue: JobQueue) -> None:
+    await queue.submit(ask())
+    await queue.requeue(await claim_one(queue, "draining"), error="worker stopped")
+    data = await cli.json("queue", "status")
+    assert (data["waiting"], data["running"]) == (1, 0)
+
+
 async def test_status_shows_the_live_worker_and_its_running_job(cli: Cli, queue: JobQueue, settings: Settings) -> None:
     admin = QueueAdmin(queue)
     async with running_worker(queue, ScriptedEngine(LONG_ANSWER, delay=0.05), settings, name="gpu-7"):
