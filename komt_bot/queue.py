@@ -280,9 +280,10 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def _decode_event(entry_id: str, fields: dict[str, str]) -> Event:
+def decode_event(entry_id: str, fields: dict[str, str]) -> Event:
+    """One output-stream entry as an :class:`Event`."""
     data = json.loads(fields.get("data") or "{}")
-    return Event(id=entry_id, type=fields["type"], **data)
+    return Event.model_validate({**data, "id": entry_id, "type": fields.get("type", "error")})
 
 
 class JobQueue:
@@ -390,7 +391,7 @@ class JobQueue:
             for _stream, entries in batches:
                 for entry_id, fields in entries:
                     last = entry_id
-                    event = _decode_event(entry_id, fields)
+                    event = decode_event(entry_id, fields)
                     yield event
                     if event.terminal:
                         return

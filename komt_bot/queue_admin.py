@@ -12,7 +12,6 @@ for ``claim_idle_seconds``.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from komt_bot.errors import JobNotFoundError, QueueError
-from komt_bot.queue import FINAL_STATES, GROUP, REQUEUED_CONSUMER, Event, JobQueue, JobRequest, open_queue
+from komt_bot.queue import FINAL_STATES, GROUP, REQUEUED_CONSUMER, Event, JobQueue, JobRequest, decode_event, open_queue
 from komt_bot.settings import Settings
 
 RECENT_SECONDS = 300.0
@@ -316,11 +315,6 @@ def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
     return [(str(entry_id), {str(k): str(v) for k, v in fields.items()}) for entry_id, fields in reply or []]
 
 
-def _decode_event(entry_id: str, fields: dict[str, str]) -> Event:
-    data = json.loads(fields.get("data") or "{}")
-    return Event.model_validate({**data, "id": entry_id, "type": fields.get("type", "error")})
-
-
 class QueueAdmin:
     """Operator views and repairs over one :class:`JobQueue`.
 
@@ -498,7 +492,7 @@ class QueueAdmin:
             record=record,
             conversation=_conversation(record),
             position=await self.queue.position(job_id),
-            events=[_decode_event(entry_id, fields) for entry_id, fields in entries],
+            events=[decode_event(entry_id, fields) for entry_id, fields in entries],
         )
 
     # -- acting -----------------------------------------------------------------------------------------------
