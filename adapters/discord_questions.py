@@ -24,7 +24,7 @@ from komt_bot.errors import KomtError, PromptError, QueueError
 from komt_bot.metrics import Metrics
 from komt_bot.prompt import check_question
 from komt_bot.queue import JobQueue, JobRequest, Origin, Turn
-from komt_bot.replies import ask
+from komt_bot.replies import Refusal, admit, ask
 from komt_bot.settings import Settings
 from komt_bot.streaming import ReplyEditor, ReplySink
 
@@ -148,17 +148,13 @@ class Questions:
 
     async def _check(self, asker: Asker, raw: str) -> Turn | str:
         """The question as a turn, or what to tell the person instead (refused, invalid, rate-limited)."""
-        limits = self.settings.limits
-        try:
-            problem = refusal(self.settings.discord, asker)
-            if problem is not None:
-                return self._refused("not_allowed", problem)
-            question = check_question(raw, max_chars=limits.max_question_chars)
-            wait = await self.queue.rate_limit(f"{PLATFORM}:{asker.user_id}", limits.rate_limit_per_minute)
-        except KomtError as e:
-            return self._refused("queue_down" if isinstance(e, QueueError) else "invalid", messages.for_error(e))
-        if wait is not None:
-            return self._refused("rate_limited", messages.rate_limited(wait))
+        problem = refusal(self.settings.discord, asker)
+        if problem is not None:
+            return self._refused("not_allowed", problem)
+        question = await admit(self.queue, self.settings.limits, f"{PLATFORM}:{asker.user_id}", raw)
+        if isinstance(question, Refusal):
+            kind = "invalid" if question.kind in ("empty", "too_long") else question.kind
+            return self._refused(kind, question.text)
         return Turn(role="user", text=question)
 
     def _refused(self, result: str, text: str) -> str:

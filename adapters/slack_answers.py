@@ -34,11 +34,10 @@ from adapters.slack_events import (
 )
 from adapters.slack_sink import ReplyTarget, SlackSink, StreamingGate, reply_limits, slack_size
 from komt_bot import messages
-from komt_bot.errors import EmptyPromptError, JobNotFoundError, KomtError, PromptTooLongError, QueueError
+from komt_bot.errors import JobNotFoundError, KomtError, QueueError
 from komt_bot.metrics import Metrics
-from komt_bot.prompt import check_question
 from komt_bot.queue import JobQueue, JobRequest, Origin, Turn
-from komt_bot.replies import ask
+from komt_bot.replies import Refusal, admit, ask
 from komt_bot.settings import Settings
 from komt_bot.streaming import ReplyEditor, split_text
 
@@ -131,16 +130,10 @@ class SlackResponder:
             self._count("not_allowed")
             await self._respond(respond, refusal)
             return
-        try:
-            text = check_question(plain_text(str(command.get("text") or ""), None), max_chars=self._max_chars)
-            wait = await self.queue.rate_limit(user, self.settings.limits.rate_limit_per_minute)
-        except KomtError as e:
-            self._count(_refusal_kind(e))
-            await self._respond(respond, messages.for_error(e))
-            return
-        if wait is not None:
-            self._count("rate_limited")
-            await self._respond(respond, messages.rate_limited(wait))
+        text = await admit(self.queue, self.settings.limits, user, plain_text(str(command.get("text") or ""), None))
+        if isinstance(text, Refusal):
+            self._count(text.kind)
+            await self._respond(respond, text.text)
             return
         root = await self._post_question(channel, user, text, respond)
         if root is None:
@@ -229,16 +222,10 @@ class SlackResponder:
 
     async def _checked(self, text: str, user: str, editor: ReplyEditor) -> str | None:
         """The question ready to ask, or None after telling the person why not (empty, too long, too often)."""
-        try:
-            question = check_question(text, max_chars=self._max_chars)
-            wait = await self.queue.rate_limit(user, self.settings.limits.rate_limit_per_minute)
-        except KomtError as e:
-            self._count(_refusal_kind(e))
-            await editor.finish(messages.for_error(e))
-            return None
-        if wait is not None:
-            self._count("rate_limited")
-            await editor.finish(messages.rate_limited(wait))
+        question = await admit(self.queue, self.settings.limits, user, text)
+        if isinstance(question, Refusal):
+            self._count(question.kind)
+            await editor.finish(question.text)
             return None
         return question
 
@@ -322,10 +309,6 @@ class SlackResponder:
             log.warning("slack: cannot answer a slash command: %s", type(e).__name__)
             self._count_error()
 
-    @property
-    def _max_chars(self) -> int:
-        return self.settings.limits.max_question_chars
-
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.requests.labels(platform=PLATFORM, result=result).inc()
@@ -333,11 +316,3 @@ class SlackResponder:
     def _count_error(self) -> None:
         if self.metrics is not None:
             self.metrics.platform_errors.labels(platform=PLATFORM).inc()
-
-
-def _refusal_kind(error: KomtError) -> str:
-    if isinstance(error, EmptyPromptError):
-        return "empty"
-    if isinstance(error, PromptTooLongError):
-        return "too_long"
-    return "queue_down"

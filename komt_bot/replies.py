@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from komt_bot import messages
-from komt_bot.errors import KomtError, QueueError
+from komt_bot.errors import EmptyPromptError, KomtError, PromptTooLongError, QueueError
+from komt_bot.prompt import check_question
 from komt_bot.queue import Event, JobQueue, JobRequest
+from komt_bot.settings import LimitSettings
 from komt_bot.streaming import ReplyEditor
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,37 @@ class Outcome:
     job_id: str | None = None
     finish_reason: str | None = None
     text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a question is not asked: ``kind`` for metrics (empty, too_long, queue_down, rate_limited), ``text`` for
+    the person."""
+
+    kind: str
+    text: str
+
+
+async def admit(queue: JobQueue, limits: LimitSettings, user: str, text: str) -> str | Refusal:
+    """The question ready to ask, or why not: empty, too long, asked too often, or the queue unreachable.
+
+    Every adapter checks a question this way before it posts anything for it; ``user`` is the rate-limit key.
+    """
+    try:
+        question = check_question(text, max_chars=limits.max_question_chars)
+        wait = await queue.rate_limit(user, limits.rate_limit_per_minute)
+    except KomtError as e:
+        kind = (
+            "empty"
+            if isinstance(e, EmptyPromptError)
+            else "too_long"
+            if isinstance(e, PromptTooLongError)
+            else "queue_down"
+        )
+        return Refusal(kind, messages.for_error(e))
+    if wait is not None:
+        return Refusal("rate_limited", messages.rate_limited(wait))
+    return question
 
 
 async def ask(
