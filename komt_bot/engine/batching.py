@@ -140,6 +140,7 @@ class BatchingEngine:
         self._core = EngineCore(loaded, model, generation)
         self._vocab_size = int(loaded.model.config.vocab_size)
         self._manager: Any = None
+        self._kv_blocks: int | None = None  # decided with the first manager; a restarted one gets the same
         self._epoch = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: dict[str, _InFlight] = {}
@@ -255,7 +256,16 @@ class BatchingEngine:
         return self._manager
 
     def _cache_blocks(self, page_size: int) -> int:
-        """KV pages for a new manager; on CUDA no more than the free memory allows."""
+        """KV pages for the managers; on CUDA no more than the memory free at the first one allows.
+
+        Measured once: when a dead manager is replaced, its cache may not be freed yet, and the new one must not
+        come out smaller for it.
+        """
+        if self._kv_blocks is None:
+            self._kv_blocks = self._measure_cache_blocks(page_size)
+        return self._kv_blocks
+
+    def _measure_cache_blocks(self, page_size: int) -> int:
         import torch
 
         settings, generation = self._core.model_settings, self._core.generation
