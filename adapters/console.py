@@ -15,8 +15,9 @@ from typing import TextIO
 
 from komt_bot import messages
 from komt_bot.errors import KomtError, QueueError
+from komt_bot.jobs import JobRequest, Origin, Turn
 from komt_bot.prompt import check_question
-from komt_bot.queue import JobQueue, JobRequest, Origin, Turn, open_queue
+from komt_bot.queue import JobQueue, open_queue
 from komt_bot.settings import Settings
 
 NO_WORKER = "⚠️ 실행 중인 작업자가 없습니다 / no worker is running: start one with `komt-bot worker`"
@@ -32,7 +33,7 @@ async def answer(
             conversation=[*conversation[:-1], Turn(role="user", text=question)], origin=Origin(platform="console")
         )
         submission = await queue.submit(request)
-        if not await queue.live("worker"):
+        if not await queue.presence.workers():
             print(NO_WORKER, file=sys.stderr)
     except KomtError as e:
         print(messages.for_error(e), file=out)
@@ -44,7 +45,7 @@ async def answer(
         return None
     finally:
         with contextlib.suppress(KomtError):
-            if (await queue.job(submission.job_id)).get("state") in ("queued", "running"):
+            if (await queue.job(submission.job_id)).state in ("queued", "running"):
                 await queue.cancel(submission.job_id)
 
 

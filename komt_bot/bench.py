@@ -341,7 +341,7 @@ async def run_queue_path(
 
 async def _ask_through_queue(queue: Any, request: BenchRequest, arrival: float, max_new_tokens: int) -> RequestTiming:
     """Submit one question at its arrival time (perf_counter) and read its answer back, as an adapter does."""
-    from komt_bot.queue import JobRequest, Origin, Turn
+    from komt_bot.jobs import JobRequest, Origin, Turn
 
     await asyncio.sleep(max(0.0, arrival - time.perf_counter()))
     job = JobRequest(
@@ -364,7 +364,7 @@ async def _ask_through_queue(queue: Any, request: BenchRequest, arrival: float, 
 
 async def _wait_for_worker(queue: Any, worker: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
-    while not await queue.live("worker"):
+    while not await queue.presence.workers():
         if worker.poll() is not None:
             raise RuntimeError(f"the benchmark worker exited with code {worker.returncode}")
         if time.monotonic() > deadline:
@@ -388,7 +388,7 @@ def resolve_model(
         lora = None if adapter == "" else f"dummy:{shape}-lora"
         chosen = {"base": shape, "adapter": lora, "load_format": "dummy", "dummy_shape": shape}
     elif model in ("small", "tiny") and not Path(model).exists():
-        from komt_bot.engine.tiny import BENCH_KWARGS, build_tiny_model
+        from komt_bot.engine.fakes.tiny import BENCH_KWARGS, build_tiny_model
 
         target = bench_dir / model
         if not (target / "base" / "config.json").exists():
@@ -474,7 +474,7 @@ def _sampling(generation: GenerationSettings, max_new_tokens: int) -> SamplingPa
 
 def _load(model: ModelSettings) -> Any:
     if model.load_format == "dummy":
-        from komt_bot.engine.dummy import load_dummy_model
+        from komt_bot.engine.fakes.dummy import load_dummy_model
 
         return load_dummy_model(model)
     from komt_bot.engine.loading import load_model

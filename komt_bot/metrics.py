@@ -3,7 +3,7 @@
 The worker and the adapters take a ``Metrics`` and count what they do; ``serve_metrics`` exposes the registry
 over HTTP when ``metrics.port`` is set, and :func:`process_metrics` does that plus the queue-depth sampling for a
 whole process. Adapters count their platform calls with :class:`MeteredSink` (or :func:`platform_call`); the worker's
-series come from :mod:`komt_bot.worker_metrics`.
+series come from :mod:`komt_bot.worker.metrics`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -20,9 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from komt_bot.errors import ConfigError, QueueError
 from komt_bot.queue import JobQueue
-from komt_bot.queue_admin import QueueAdmin
 from komt_bot.settings import MetricsSettings
-from komt_bot.streaming import ReplySink
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +99,9 @@ def serve_metrics(metrics: Metrics, settings: MetricsSettings) -> MetricsServer 
 
 async def sample_queue_depth(metrics: Metrics, queue: JobQueue, interval: float = QUEUE_SAMPLE_SECONDS) -> None:
     """Set the queue-depth gauge from Redis every ``interval`` seconds until cancelled."""
-    admin = QueueAdmin(queue)
     while True:
         try:
-            metrics.queue_depth.set(await admin.waiting_count())
+            metrics.queue_depth.set(await queue.backlog())
         except QueueError as e:
             log.warning("could not sample the queue depth: %s", e)
         await asyncio.sleep(interval)
@@ -147,33 +144,3 @@ def count_platform_error(metrics: Metrics | None, platform: str, error: BaseExce
     metrics.platform_errors.labels(platform).inc()
     if is_rate_limited(error):
         metrics.rate_limited.labels(platform).inc()
-
-
-@contextlib.contextmanager
-def platform_call(metrics: Metrics, platform: str) -> Iterator[None]:
-    """Count one post or edit on ``platform``: an edit when it succeeds, an error (and a 429) when it raises."""
-    try:
-        yield
-    except Exception as e:
-        count_platform_error(metrics, platform, e)
-        raise
-    metrics.edits.labels(platform).inc()
-
-
-class MeteredSink:
-    """A :class:`komt_bot.streaming.ReplySink` that counts every post and edit of the sink it wraps."""
-
-    def __init__(self, sink: ReplySink, metrics: Metrics, platform: str) -> None:
-        self.sink = sink
-        self.metrics = metrics
-        self.platform = platform
-
-    async def post(self, text: str, *, active: bool) -> str:
-        """Post through the wrapped sink, counted."""
-        with platform_call(self.metrics, self.platform):
-            return await self.sink.post(text, active=active)
-
-    async def edit(self, handle: str, text: str, *, active: bool) -> None:
-        """Edit through the wrapped sink, counted."""
-        with platform_call(self.metrics, self.platform):
-            await self.sink.edit(handle, text, active=active)

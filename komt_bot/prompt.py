@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 
 from komt_bot.errors import EmptyPromptError, PromptTooLongError
-from komt_bot.queue import Turn
+from komt_bot.jobs import Turn
 
 INSTRUCTION = "### instruction: "
 RESPONSE = "### Response: "

@@ -903,7 +903,7 @@ async def running_bot(
 
     ``discord`` overrides DiscordSettings fields. Fails the test if the bot logged an error.
     """
-    from adapters.discord_bot import serve
+    from adapters.discord import serve
 
     fake = world.fake
     await fake.start()

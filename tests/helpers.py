@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from komt_bot.engine.base import Engine
-from komt_bot.queue import Event, JobQueue
+from komt_bot.jobs import Event
+from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
 from komt_bot.worker import Worker
 

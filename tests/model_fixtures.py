@@ -21,7 +21,7 @@ _BYTE = re.compile(r"<0x([0-9A-F]{2})>")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with ``base/`` (random Llama, Korean byte-fallback tokenizer) and ``lora/`` (random LoRA)."""
-    from komt_bot.engine.tiny import build_tiny_model
+    from komt_bot.engine.fakes.tiny import build_tiny_model
 
     dest = tmp_path_factory.mktemp("tiny-model")
     build_tiny_model(dest)

@@ -17,10 +17,13 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from komt_bot.admin import redis_location, seconds, watch_status
 from komt_bot.cli import app
-from komt_bot.queue import ClaimedJob, JobQueue, JobRequest, Origin, Turn
-from komt_bot.queue_admin import PREVIEW_CHARS, QueueAdmin, preview
+from komt_bot.cli.queue import redis_location, seconds, watch_status
+from komt_bot.jobs import ClaimedJob, JobRequest, Origin, Turn
+from komt_bot.queue import JobQueue
+from komt_bot.queue.inspect import QueueAdmin
+from komt_bot.queue.presence import WorkerRecord
+from komt_bot.queue.views import PREVIEW_CHARS, preview
 from komt_bot.settings import Settings, load_settings
 from tests.conftest import REDIS_URL
 from tests.fake_engine import ScriptedEngine
@@ -155,13 +158,13 @@ async def _in_flight(admin: QueueAdmin, count: int) -> bool:
 
 
 async def _state(queue: JobQueue, job_id: str, state: str) -> bool:
-    return (await queue.job(job_id))["state"] == state
+    return (await queue.job(job_id)).state == state
 
 
 async def test_status_marks_a_dead_workers_job_and_a_stale_worker_record(cli: Cli, queue: JobQueue) -> None:
     job_id = (await queue.submit(ask())).job_id
     await claim_one(queue, "ghost")
-    await queue.register("worker", "sleepy", {"name": "sleepy", "host": "h2", "model": "komt", "capacity": 2}, 60)
+    await queue.presence.publish("worker", "sleepy", WorkerRecord(name="sleepy", host="h2", model="komt", capacity=2))
     admin = QueueAdmin(queue)
     await eventually(lambda: _stale(admin))
     data = await cli.json("queue", "status")
@@ -194,7 +197,7 @@ async def test_a_dead_lettered_job_is_counted_listed_and_requeued(cli: Cli, queu
     result = await cli.ok("queue", "requeue", job_id)
 
     assert f"requeued job {job_id} (it was failed; removed 1 dead-letter entry)" in result.stdout
-    record = await queue.job(job_id)
+    record = (await queue.job(job_id)).raw
     assert (record["state"], record["attempt"], record["previous_error"]) == ("queued", "0", "CUDA OOM")
     assert await queue.redis.xlen(queue.keys.dlq) == 0
     again = await claim_one(queue, "healthy")
@@ -269,7 +272,7 @@ async def test_cancel_of_a_waiting_job_ends_it(cli: Cli, queue: JobQueue) -> Non
     second = (await queue.submit(ask())).job_id
     assert f"cancelled job {first}" in (await cli.ok("queue", "cancel", first)).stdout
     assert await cli.json("queue", "cancel", second) == {"job_id": second, "was": "queued", "action": "cancelled"}
-    assert (await queue.job(first))["state"] == "cancelled"
+    assert (await queue.job(first)).state == "cancelled"
     assert await queue.redis.zcard(queue.keys.waiting) == 0
 
 
@@ -317,8 +320,8 @@ async def test_purge_asks_first_and_leaves_running_jobs_alone_without_force(cli:
     purged = await cli.ok("queue", "purge", input="y\n")
     assert "cancelled 2 waiting job(s)" in purged.stdout
     assert "left 1 running job(s) alone" in purged.stdout
-    assert [(await queue.job(j))["state"] for j in waiting] == ["cancelled", "cancelled"]
-    assert (await queue.job(running))["state"] == "running"
+    assert [(await queue.job(j)).state for j in waiting] == ["cancelled", "cancelled"]
+    assert (await queue.job(running)).state == "running"
     assert not await queue.cancelled([running])
 
     forced = await cli.json("queue", "purge", "--yes", "--force", "--dead-letter")
@@ -365,5 +368,5 @@ async def test_a_purge_never_stops_a_job_that_started_after_it_was_planned(queue
     await claim_one(queue, "quick-worker")
     result = await admin.purge(plan)
     assert (result.cancelled_waiting, result.stopped_running) == (0, 0)
-    assert (await queue.job(job_id))["state"] == "running"
+    assert (await queue.job(job_id)).state == "running"
     assert not await queue.cancelled([job_id])

@@ -12,7 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from adapters.console import answer
-from komt_bot.queue import JobQueue, Turn
+from komt_bot.jobs import Turn
+from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
 from tests.fake_engine import ScriptedEngine
 from tests.helpers import running_worker

@@ -32,7 +32,7 @@ def ephemeral(bot: RunningBot, token: str) -> str | None:
 
 async def job_state(bot: RunningBot, origin_id: str) -> str:
     job_id = await bot.queue.redis.get(bot.queue.keys.idempotency(f"discord:{origin_id}"))
-    return (await bot.queue.job(str(job_id)))["state"]
+    return (await bot.queue.job(str(job_id))).state
 
 
 async def test_stop_a_running_answer(settings: Settings, redis_client: aioredis.Redis) -> None:

@@ -55,7 +55,7 @@ async def test_a_restarted_job_resets_the_reply_instead_of_doubling_it(
             await bot.fake.final_pieces(first, long_answer)
 
         job_id = await bot.queue.redis.get(bot.queue.keys.idempotency(f"discord:{question['id']}"))
-        assert (await bot.queue.job(str(job_id)))["attempt"] == "2"  # really restarted, and not doubled above
+        assert (await bot.queue.job(str(job_id))).raw["attempt"] == "2"  # really restarted, and not doubled above
         assert len(engine.prompts) == 2
 
 
@@ -64,7 +64,7 @@ async def test_heartbeat_record_while_running(settings: Settings, redis_client: 
     async with running_bot(world, settings, redis_client, ScriptedEngine(), worker=False) as bot:
 
         async def discord_record() -> list[dict[str, object]]:
-            return [r for r in await bot.queue.live("component") if r.get("component") == "discord"]
+            return [r.model_dump() for r in await bot.queue.presence.components() if r.component == "discord"]
 
         [record] = await eventually(discord_record, timeout=10)
         assert record["message_content"] is True and "ready" in record and "replies_in_progress" in record
@@ -72,14 +72,14 @@ async def test_heartbeat_record_while_running(settings: Settings, redis_client: 
 
 
 async def test_serve_without_a_token_is_a_config_error(settings: Settings, redis_client: aioredis.Redis) -> None:
-    from adapters.discord_bot import serve
+    from adapters.discord import serve
 
     with pytest.raises(ConfigError, match="KOMT_DISCORD__TOKEN"):
         await serve(settings, JobQueue(redis_client, settings.queue))
 
 
 async def test_unreachable_discord_is_a_readable_error(settings: Settings, redis_client: aioredis.Redis) -> None:
-    from adapters.discord_bot import serve
+    from adapters.discord import serve
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

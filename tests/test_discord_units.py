@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 
 import tests.fake_discord  # noqa: F401  (first: imports discord.py without its audioop warning)
-from adapters.discord_access import Asker, refusal
-from adapters.discord_conversation import answer_text
-from adapters.discord_sink import discord_length, thread_name
+from adapters.discord.access import Asker, refusal
+from adapters.discord.conversation import answer_text
+from adapters.discord.sink import discord_length, thread_name
 from komt_bot import messages
+from komt_bot.jobs import Turn
 from komt_bot.prompt import merge_turns
-from komt_bot.queue import Turn
 from komt_bot.settings import DiscordSettings
 
 

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from komt_bot.health import judge_component, judge_workers
-from komt_bot.heartbeat import component_heartbeat
+from komt_bot.chat.presence import component_heartbeat
+from komt_bot.cli.health import judge_component, judge_workers
 from komt_bot.queue import JobQueue
-from komt_bot.queue_admin import ComponentView, QueueAdmin, WorkerView
+from komt_bot.queue.inspect import QueueAdmin
+from komt_bot.queue.presence import WorkerRecord
+from komt_bot.queue.views import ComponentView, WorkerView
 from komt_bot.settings import Settings
 from komt_bot.worker import Worker
 from tests.fake_engine import ScriptedEngine
@@ -42,7 +44,7 @@ def queue(redis_client: aioredis.Redis, settings: Settings) -> JobQueue:
 async def slack_heartbeat(queue: JobQueue) -> AsyncIterator[None]:
     """A live Slack adapter heartbeat from this host (the real heartbeat loop, fast)."""
     task = asyncio.create_task(component_heartbeat(queue, "slack", interval=0.2))
-    await eventually(lambda: queue.live("component"))
+    await eventually(lambda: queue.presence.components())
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -86,7 +88,7 @@ async def _waited(admin: QueueAdmin, seconds: float) -> bool:
 
 
 async def test_a_stale_worker_record_is_unhealthy(cli: Cli, queue: JobQueue) -> None:
-    await queue.register("worker", "gpu-2", {"name": "gpu-2", "host": socket.gethostname()}, 60)
+    await queue.presence.publish("worker", "gpu-2", WorkerRecord(name="gpu-2", host=socket.gethostname()))
     admin = QueueAdmin(queue)
     await eventually(lambda: _all_stale(admin))
     code, line = await health(cli)
@@ -101,7 +103,7 @@ async def _all_stale(admin: QueueAdmin) -> bool:
 async def test_local_only_counts_this_hosts_worker(cli: Cli, queue: JobQueue, settings: Settings) -> None:
     task = asyncio.create_task(_keep_registering(queue, "remote", "other-host"))
     try:
-        await eventually(lambda: queue.live("worker"))
+        await eventually(lambda: queue.presence.workers())
         assert (await health(cli))[0] == 0
         code, line = await health(cli, "--local")
     finally:
@@ -116,7 +118,7 @@ async def test_local_only_counts_this_hosts_worker(cli: Cli, queue: JobQueue, se
 async def _keep_registering(queue: JobQueue, name: str, host: str) -> None:
     """A worker heartbeat from another machine, refreshed like a real worker's."""
     while True:
-        await queue.register("worker", name, {"name": name, "host": host, "capacity": 1}, 5)
+        await queue.presence.publish("worker", name, WorkerRecord(name=name, host=host, capacity=1, stale_after=5))
         await asyncio.sleep(0.1)
 
 

@@ -11,10 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from komt_bot.chat.sinks import MeteredSink
 from komt_bot.engine.base import GenerationRequest, GenerationUpdate
 from komt_bot.errors import ConfigError
 from komt_bot.metrics import (
-    MeteredSink,
     Metrics,
     count_platform_error,
     is_rate_limited,
@@ -24,7 +24,7 @@ from komt_bot.metrics import (
 from komt_bot.queue import JobQueue
 from komt_bot.settings import MetricsSettings, Settings
 from komt_bot.worker import Worker
-from komt_bot.worker_metrics import MeteredQueue, sampling
+from komt_bot.worker.metrics import MeteredQueue, sampling
 from tests.fake_engine import ScriptedEngine
 from tests.helpers import collect_events, eventually
 from tests.test_admin import ask

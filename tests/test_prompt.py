@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from komt_bot.errors import EmptyPromptError, PromptTooLongError
+from komt_bot.jobs import Turn
 from komt_bot.prompt import build_prompt, check_question, extract_answer, render_turn, sanitize
-from komt_bot.queue import Turn
 
 
 def words(text: str) -> int:

@@ -9,12 +9,14 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
 
 from komt_bot.errors import BacklogFullError, JobNotFoundError
-from komt_bot.queue import JobQueue, JobRequest, Origin, Turn
+from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings, load_settings
 from tests.fake_engine import ScriptedEngine
 from tests.helpers import collect_events, eventually, running_worker
@@ -70,7 +72,7 @@ async def test_a_queued_job_can_be_cancelled(queue: JobQueue, settings: Settings
         await asyncio.sleep(0.3)
         assert worker.jobs_done == 0
     assert engine.prompts == []  # the worker skipped it
-    assert (await queue.job(sub.job_id))["state"] == "cancelled"
+    assert (await queue.job(sub.job_id)).state == "cancelled"
 
 
 async def test_a_running_job_can_be_cancelled(queue: JobQueue, settings: Settings) -> None:
@@ -79,7 +81,7 @@ async def test_a_running_job_can_be_cancelled(queue: JobQueue, settings: Setting
         sub = await queue.submit(question())
 
         async def started() -> bool:
-            return (await queue.job(sub.job_id))["state"] == "running"
+            return (await queue.job(sub.job_id)).state == "running"
 
         await eventually(started)
         assert await queue.cancel(sub.job_id) == "running"
@@ -89,7 +91,7 @@ async def test_a_running_job_can_be_cancelled(queue: JobQueue, settings: Setting
     answer = "".join(e.text for e in events if e.type == "delta")
     assert 0 < len(answer) < 800
     assert engine.cancelled == [sub.job_id]
-    assert (await queue.job(sub.job_id))["state"] == "cancelled"
+    assert (await queue.job(sub.job_id)).state == "cancelled"
 
 
 async def test_cancel_of_an_unknown_job_says_so(queue: JobQueue) -> None:
@@ -103,7 +105,7 @@ async def test_a_late_reader_replays_every_event(queue: JobQueue, settings: Sett
         sub = await queue.submit(question())
 
         async def finished() -> bool:
-            return (await queue.job(sub.job_id))["state"] == "done"
+            return (await queue.job(sub.job_id)).state == "done"
 
         await eventually(finished)
     events = await collect_events(queue, sub.job_id)
@@ -125,11 +127,11 @@ async def test_a_job_that_keeps_failing_is_dead_lettered(queue: JobQueue, settin
     assert events[-1].type == "error"
     assert events[-1].code == "dead_letter"
     assert "out of memory" in (events[-1].message or "")
-    dead = await queue.redis.xrange(queue.keys.dlq)
+    dead = cast(list[tuple[str, dict[str, str]]], await queue.redis.xrange(queue.keys.dlq))
     assert len(dead) == 1
     assert dead[0][1]["job_id"] == sub.job_id
     assert "out of memory" in dead[0][1]["error"]
-    assert (await queue.job(sub.job_id))["state"] == "failed"
+    assert (await queue.job(sub.job_id)).state == "failed"
 
 
 async def test_a_prompt_that_cannot_fit_fails_once_with_its_reason(queue: JobQueue, settings: Settings) -> None:
@@ -155,8 +157,7 @@ async def test_a_killed_workers_job_is_finished_by_another(queue: JobQueue, sett
         sub = await queue.submit(question())
 
         async def answering() -> bool:
-            entries = await queue.redis.xrange(queue.keys.out(sub.job_id))
-            return any(fields["type"] == "delta" for _id, fields in entries)
+            return any(event.type == "delta" for event in await queue.output(sub.job_id))
 
         await eventually(answering)
         doomed.send_signal(signal.SIGKILL)
@@ -169,7 +170,7 @@ async def test_a_killed_workers_job_is_finished_by_another(queue: JobQueue, sett
     after_restart = events[[e.type for e in events].index("start", 1) :]
     assert "".join(e.text for e in after_restart if e.type == "delta") == "두 번째 작업자의 답"
     assert events[-1].type == "done"
-    assert (await queue.job(sub.job_id))["worker"] == "rescuer"
+    assert (await queue.job(sub.job_id)).worker == "rescuer"
 
 
 async def test_sigterm_drains_the_running_job(queue: JobQueue, prefix: str) -> None:
@@ -178,7 +179,7 @@ async def test_sigterm_drains_the_running_job(queue: JobQueue, prefix: str) -> N
         sub = await queue.submit(question())
 
         async def running() -> bool:
-            return (await queue.job(sub.job_id)).get("state") == "running"
+            return (await queue.job(sub.job_id)).state == "running"
 
         await eventually(running)
         worker.send_signal(signal.SIGTERM)
@@ -188,7 +189,7 @@ async def test_sigterm_drains_the_running_job(queue: JobQueue, prefix: str) -> N
         worker.kill()
     assert events[-1].type == "done"
     assert "".join(e.text for e in events if e.type == "delta") == "가" * 100
-    assert not await queue.live("worker")
+    assert not await queue.presence.workers()
 
 
 async def test_a_drain_deadline_hands_the_job_to_another_worker_first(
@@ -200,7 +201,7 @@ async def test_a_drain_deadline_hands_the_job_to_another_worker_first(
         sub = await queue.submit(question())
 
         async def running() -> bool:
-            return (await queue.job(sub.job_id)).get("state") == "running"
+            return (await queue.job(sub.job_id)).state == "running"
 
         await eventually(running)
         later = await queue.submit(question("나중에 온 질문"))
@@ -215,7 +216,7 @@ async def test_a_drain_deadline_hands_the_job_to_another_worker_first(
         worker.kill()
     assert [e.attempt for e in events if e.type == "start"] == [1, 2]
     assert events[-1].type == "done"
-    assert float((await queue.job(sub.job_id))["started"]) < float((await queue.job(later.job_id))["started"])
+    assert float((await queue.job(sub.job_id)).raw["started"]) < float((await queue.job(later.job_id)).raw["started"])
 
 
 async def test_the_rate_limit_counts_per_user(queue: JobQueue) -> None:

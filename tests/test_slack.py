@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.slack_app import SlackAdapter, serve
+from adapters.slack.app import SlackAdapter, serve
 from komt_bot import messages
 from komt_bot.engine.base import Engine
 from komt_bot.metrics import Metrics
@@ -307,13 +307,13 @@ async def test_serve_runs_until_cancelled_and_publishes_its_heartbeat(
     queue = JobQueue(redis_client, config.queue)
     task = asyncio.create_task(serve(config, queue))
     try:
-        records = await eventually(lambda: queue.live("component"))
+        records = [r.model_dump() for r in await eventually(lambda: queue.presence.components())]
         assert records[0]["component"] == "slack" and records[0]["mode"] == "http" and records[0]["port"] > 0
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert await queue.live("component") == []
+    assert await queue.presence.components() == []
 
 
 async def test_a_redelivered_event_makes_one_job_and_one_reply_across_replicas(
@@ -456,13 +456,13 @@ async def test_stop_ends_a_running_answer_and_refuses_other_people(
         assert await s.press_stop(button, OTHER) == 200
         refusal = await until(lambda: fake.calls_of("chat.postEphemeral"), what="a private refusal")
         assert (refusal[0].args["user"], refusal[0].args["text"]) == (OTHER, messages.STOP_REFUSED)
-        assert (await s.queue.job(job_id))["state"] == "running"
+        assert (await s.queue.job(job_id)).state == "running"
 
         assert await s.press_stop(button, ASKER) == 200
         reply = await s.final_reply(question.ts)
         partial, _, notice = reply.rpartition("\n\n")
         assert notice == messages.STOPPED and partial and ANSWER.startswith(partial)
-        assert (await s.queue.job(job_id))["state"] == "cancelled"
+        assert (await s.queue.job(job_id)).state == "cancelled"
         assert engine.cancelled == [job_id]
 
 
@@ -580,7 +580,7 @@ async def test_a_failing_worker_and_a_dead_redis_are_told_in_the_thread(
         question = await s.mention("실패할 질문")
         assert await s.final_reply(question.ts) == messages.failed("dead_letter", None)
         job_id = str(await redis_client.get(s.queue.keys.idempotency(f"slack:{TEAM}:{CHANNEL}:{question.ts}")))
-        assert (await s.queue.job(job_id))["attempt"] == "2"
+        assert (await s.queue.job(job_id)).raw["attempt"] == "2"
 
     dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", decode_responses=True, socket_connect_timeout=0.5)
     try:

@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapters.slack_events import (
+from adapters.slack.events import (
     answer_text,
     parse_message,
     plain_text,
     thread_conversation,
 )
-from adapters.slack_http import signature_ok
-from adapters.slack_sink import SECTION_MAX_CHARS, StreamingGate, reply_limits, slack_size, stop_blocks
+from adapters.slack.http import signature_ok
+from adapters.slack.sink import SECTION_MAX_CHARS, StreamingGate, reply_limits, slack_size, stop_blocks
 from komt_bot import messages
+from komt_bot.chat.editor import split_text
 from komt_bot.errors import ConfigError
-from komt_bot.queue import Turn
+from komt_bot.jobs import Turn
 from komt_bot.settings import Settings, load_settings
-from komt_bot.streaming import split_text
 from tests.fake_slack import signed_headers
 
 BOT = "UKOMT"

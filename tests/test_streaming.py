@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from komt_bot import messages
-from komt_bot.streaming import ReplyEditor, ReplyLimits, split_text, utf8_size
+from komt_bot.chat.editor import ReplyEditor, ReplyLimits, split_text, utf8_size
 
 
 @given(st.text(alphabet=st.sampled_from("가나다라 \n.abc😀"), max_size=3000), st.integers(8, 400))

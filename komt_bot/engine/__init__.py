@@ -43,7 +43,7 @@ def load_engine(model: ModelSettings, generation: GenerationSettings) -> Engine:
     from komt_bot.engine.loading import load_model
 
     if model.load_format == "dummy":
-        from komt_bot.engine.dummy import load_dummy_model
+        from komt_bot.engine.fakes.dummy import load_dummy_model
 
         loaded = load_dummy_model(model)
     else:

@@ -1,0 +1,240 @@
+"""Questions from Discord: mentions, DMs, replies and ``/ask``, each turned into a job and a streamed reply.
+
+Every question goes the same way: allow-lists, the question's own checks, the per-user rate limit, then
+:func:`komt_bot.chat.ask.ask` with a reply sink for where it was asked. Everything that goes wrong is said to the
+person (Korean first); nothing about a person's message is logged beyond its length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from adapters.discord.access import Asker, asker_of_interaction, asker_of_message, is_admin, refusal
+from adapters.discord.control import idempotency_key, job_for_origin
+from adapters.discord.conversation import ConversationReader, question_text
+from adapters.discord.sink import InteractionSink, MessageSink, discord_limits, thread_name
+from komt_bot import messages
+from komt_bot.chat.ask import Refusal, admit, ask
+from komt_bot.chat.editor import ReplyEditor, ReplySink
+from komt_bot.errors import KomtError, PromptError, QueueError
+from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.metrics import Metrics
+from komt_bot.prompt import check_question
+from komt_bot.queue import JobQueue
+from komt_bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+ALREADY_ENDED = "✅ 이미 끝난 답변입니다 / this answer has already ended"
+_QUESTION_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+class Questions:
+    """Answers the questions one Discord client receives."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        me: Callable[[], discord.ClientUser | None],
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.metrics = metrics
+        self._me = me
+        self._reader = ConversationReader(queue, history_limit=settings.discord.history_limit)
+        self.active: set[asyncio.Task[Any]] = set()
+
+    # -- mentions, DMs, replies -------------------------------------------------------------------------------
+
+    def wants(self, message: discord.Message) -> bool:
+        """True when ``message`` is a question for the bot: a DM, a mention, a reply to it, or in its thread."""
+        me = self._me()
+        if me is None or message.author.bot or message.type not in _QUESTION_TYPES:
+            return False
+        if self._addressed(message, me.id):
+            return True
+        resolved = message.reference.resolved if message.reference is not None else None
+        if isinstance(resolved, discord.Message) and resolved.author.id == me.id:
+            return True
+        channel = message.channel
+        in_my_thread = isinstance(channel, discord.Thread) and channel.owner_id == me.id
+        return self.settings.discord.continue_threads and in_my_thread
+
+    @staticmethod
+    def _addressed(message: discord.Message, me_id: int) -> bool:
+        """A DM, or a message mentioning the bot (as a user or through its managed role)."""
+        if asker_of_message(message).in_dm or any(user.id == me_id for user in message.mentions):
+            return True
+        return any(role.tags is not None and role.tags.bot_id == me_id for role in message.role_mentions)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Answer a message if it is a question for the bot."""
+        me = self._me()
+        if me is None or not self.wants(message):
+            return
+        raw = question_text(message, me.id)
+        if not raw and not self._addressed(message, me.id):
+            return  # without the message-content intent a plain reply arrives empty: not ours to judge
+        log.info("discord: question in channel %s from %s (%d chars)", message.channel.id, message.author.id, len(raw))
+        await self._tracked(self._answer_message(message, raw, me.id))
+
+    async def _answer_message(self, message: discord.Message, raw: str, me_id: int) -> None:
+        asker = asker_of_message(message)
+        problem = await self._check(asker, raw)
+        if isinstance(problem, str):
+            await self._reply_text(message, problem)
+            return
+        earlier = await self._reader.before(message, me_id)
+        thread = message.channel.id if isinstance(message.channel, discord.Thread) else None
+        request = self._request(earlier, problem, asker, message.channel.id, message.id, thread)
+        in_thread = self.settings.discord.reply_in_thread and thread is None
+        sink = MessageSink(message, in_thread=in_thread, title=thread_name(problem.text), metrics=self.metrics)
+        await self._ask(request, sink, message.id)
+
+    async def _reply_text(self, message: discord.Message, text: str) -> None:
+        try:
+            await message.reply(text, mention_author=False)
+        except discord.HTTPException as e:
+            log.warning("discord: could not reply to message %s: %s", message.id, e)
+
+    # -- /ask -------------------------------------------------------------------------------------------------
+
+    async def on_ask(self, interaction: discord.Interaction[Any], question: str) -> None:
+        """Answer ``/ask``: refusals and bad questions privately at once, otherwise defer and stream."""
+        log.info(
+            "discord: /ask in channel %s from %s (%d chars)", interaction.channel_id, interaction.user.id, len(question)
+        )
+        asker = asker_of_interaction(interaction)
+        problem = refusal(self.settings.discord, asker) or self._invalid(question)
+        if problem is not None:
+            await interaction.response.send_message(self._refused("refused", problem), ephemeral=True)
+            return
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as e:  # already answered (a redelivered interaction) or expired
+            log.warning("discord: could not defer interaction %s: %s", interaction.id, e)
+            return
+        await self._tracked(self._answer_interaction(interaction, asker, question))
+
+    async def _answer_interaction(self, interaction: discord.Interaction[Any], asker: Asker, question: str) -> None:
+        sink = InteractionSink(interaction, metrics=self.metrics)
+        problem = await self._check(asker, question)
+        if isinstance(problem, str):
+            try:
+                await ReplyEditor(sink, discord_limits()).finish(problem)
+            except discord.HTTPException as e:
+                log.warning("discord: could not answer interaction %s: %s", interaction.id, e)
+            return
+        request = self._request([], problem, asker, interaction.channel_id, interaction.id, None)
+        await self._ask(request, sink, interaction.id)
+
+    # -- shared -----------------------------------------------------------------------------------------------
+
+    def _invalid(self, question: str) -> str | None:
+        try:
+            check_question(question, max_chars=self.settings.limits.max_question_chars)
+        except PromptError as e:
+            return messages.for_error(e)
+        return None
+
+    async def _check(self, asker: Asker, raw: str) -> Turn | str:
+        """The question as a turn, or what to tell the person instead (refused, invalid, rate-limited)."""
+        problem = refusal(self.settings.discord, asker)
+        if problem is not None:
+            return self._refused("not_allowed", problem)
+        question = await admit(self.queue, self.settings.limits, f"{PLATFORM}:{asker.user_id}", raw)
+        if isinstance(question, Refusal):
+            kind = "invalid" if question.kind in ("empty", "too_long") else question.kind
+            return self._refused(kind, question.text)
+        return Turn(role="user", text=question)
+
+    def _refused(self, result: str, text: str) -> str:
+        self._count(result)
+        return text
+
+    @staticmethod
+    def _request(
+        earlier: list[Turn], question: Turn, asker: Asker, channel: int | None, origin: int, thread: int | None
+    ) -> JobRequest:
+        return JobRequest(
+            conversation=[*earlier, question],
+            origin=Origin(
+                platform=PLATFORM,
+                channel=str(channel) if channel is not None else None,
+                thread=str(thread) if thread is not None else None,
+                message=str(origin),
+                user=str(asker.user_id),
+            ),
+        )
+
+    async def _ask(self, request: JobRequest, sink: ReplySink, origin: int) -> None:
+        editor = ReplyEditor(sink, discord_limits())
+        try:
+            outcome = await ask(
+                self.queue,
+                request,
+                editor,
+                idempotency_key=idempotency_key(origin),
+                timeout_seconds=self.settings.queue.job_timeout_seconds,
+            )
+        except discord.HTTPException as e:
+            log.warning("discord: lost the reply to %s (%s); stopping its job", origin, e)
+            if self.metrics is not None:
+                self.metrics.platform_errors.labels(PLATFORM).inc()
+            await self._abandon(origin)
+            return
+        self._count(outcome.kind)
+        log.info("discord: answer to %s ended: %s (%d chars)", origin, outcome.kind, len(outcome.text))
+
+    async def _abandon(self, origin: int) -> None:
+        with contextlib.suppress(KomtError):
+            job_id = await job_for_origin(self.queue, origin)
+            if job_id is not None:
+                await self.queue.cancel(job_id)
+
+    async def _tracked(self, work: Awaitable[None]) -> None:
+        """Run a reply, remembered so that closing the client can cancel it."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.active.add(task)
+        try:
+            await work
+        finally:
+            if task is not None:
+                self.active.discard(task)
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.requests.labels(PLATFORM, result).inc()
+
+    # -- Stop -------------------------------------------------------------------------------------------------
+
+    async def stop(self, interaction: discord.Interaction[Any], origin_id: str) -> None:
+        """The Stop button: the person who asked, or an admin, cancels the job (queued or running)."""
+        try:
+            job_id = await job_for_origin(self.queue, origin_id)
+            record = await self.queue.job(job_id) if job_id else None
+            if job_id is None or record is None or record.state not in ("queued", "running"):
+                await interaction.response.send_message(ALREADY_ENDED, ephemeral=True)
+                return
+            asker = asker_of_interaction(interaction)
+            if record.user != str(asker.user_id) and not is_admin(self.settings.discord, asker):
+                await interaction.response.send_message(messages.STOP_REFUSED, ephemeral=True)
+                return
+            await self.queue.cancel(job_id)
+        except QueueError as e:
+            log.warning("discord: stop of %s failed: %s", origin_id, e)
+            await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+            return
+        log.info("discord: %s stopped job %s", interaction.user.id, job_id)
+        await interaction.response.defer()  # the reply itself shows "stopped" once the job ends

@@ -1,0 +1,194 @@
+"""Where a Discord answer is written: reply sinks for a mention and for an ``/ask`` interaction.
+
+Both keep the ``discord.Message`` of every piece they posted, so an edit goes to the right endpoint by itself
+(``InteractionMessage`` and ``WebhookMessage`` edit through the interaction's webhook token, a channel message
+through the channel). Later pieces are sent as replies to the previous piece, which keeps the answer one reply
+chain that a follow-up question can walk back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import discord
+
+from adapters.discord.control import stop_view
+from komt_bot import messages
+from komt_bot.chat.editor import ReplyLimits
+from komt_bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DISCORD_MAX_CHARS = 2000
+THREAD_NAME_CHARS = 90
+TOKEN_LIFETIME_SECONDS = 15 * 60
+# Move off the interaction token a minute early, so the old message can still be edited into a pointer.
+TOKEN_MARGIN_SECONDS = 60.0
+
+
+def discord_length(text: str) -> int:
+    """Length as Discord counts it, erring long: UTF-16 code units (an emoji outside the BMP counts 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def discord_limits() -> ReplyLimits:
+    """2,000 characters a message, at most one edit a second per message."""
+    return ReplyLimits(max_size=DISCORD_MAX_CHARS, measure=discord_length)
+
+
+def thread_name(question: str) -> str:
+    """A thread title from the question's first line."""
+    first = question.strip().splitlines()[0] if question.strip() else ""
+    return (first[: THREAD_NAME_CHARS - 1] + "…" if len(first) > THREAD_NAME_CHARS else first) or "komt"
+
+
+class _Sink:
+    """What both sinks share: the pieces posted so far, the Stop button, metrics."""
+
+    def __init__(self, origin_id: int, metrics: Metrics | None) -> None:
+        self.origin_id = origin_id
+        self.posted: list[discord.Message] = []
+        self._metrics = metrics
+
+    def _view(self, active: bool) -> discord.ui.View | None:
+        """The Stop button while the job runs; None removes it from an edited message."""
+        return stop_view(self.origin_id) if active else None
+
+    def _new_view(self, active: bool) -> discord.ui.View:
+        """The view for a new message (discord.py's MISSING: no components)."""
+        return stop_view(self.origin_id) if active else discord.utils.MISSING
+
+    def _added(self, message: discord.Message) -> str:
+        self.posted.append(message)
+        self._counted()
+        return str(len(self.posted) - 1)
+
+    def _counted(self) -> None:
+        if self._metrics is not None:
+            self._metrics.edits.labels("discord").inc()
+
+    def _failed(self, what: str, error: discord.HTTPException) -> None:
+        log.warning("discord: could not %s for %s: %s %s", what, self.origin_id, error.status, error.text)
+        if self._metrics is not None:
+            self._metrics.platform_errors.labels("discord").inc()
+
+    async def _edit(self, message: discord.Message, text: str, active: bool) -> None:
+        await message.edit(content=text, view=self._view(active))
+        self._counted()
+
+
+class MessageSink(_Sink):
+    """The reply to a message: the first piece replies to it, or opens a thread when ``in_thread`` is set."""
+
+    def __init__(
+        self, message: discord.Message, *, in_thread: bool, title: str, metrics: Metrics | None = None
+    ) -> None:
+        super().__init__(message.id, metrics)
+        self._message = message
+        self._in_thread = in_thread
+        self._title = title
+
+    async def post(self, text: str, *, active: bool) -> str:
+        """Post the next piece of the reply."""
+        view = self._new_view(active)
+        if self.posted:
+            previous = self.posted[-1]
+            reference = previous.to_reference(fail_if_not_exists=False)
+            return self._added(await previous.channel.send(text, view=view, reference=reference))
+        # A reply that is only an error (nothing running) stays in place rather than opening a thread.
+        if active and self._in_thread and isinstance(self._message.channel, discord.TextChannel):
+            try:
+                thread = await self._message.create_thread(name=self._title)
+                return self._added(await thread.send(text, view=view))
+            except discord.Forbidden as e:
+                self._failed("open a thread", e)
+        return self._added(await self._message.reply(text, view=view, mention_author=False))
+
+    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+        """Replace a piece's text (a failed edit is logged; the next one carries the newer text)."""
+        try:
+            await self._edit(self.posted[int(handle)], text, active)
+        except discord.HTTPException as e:
+            self._failed("edit the reply", e)
+
+
+class InteractionSink(_Sink):
+    """The answer to an ``/ask`` interaction that was deferred ("thinking").
+
+    The first piece fills the original response; later pieces are channel messages (follow-ups where the bot
+    may not post in the channel). The interaction token lives 15 minutes: after that the answer continues as
+    normal channel messages, and the old message points to them.
+    """
+
+    def __init__(
+        self,
+        interaction: discord.Interaction[Any],
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(interaction.id, metrics)
+        self._interaction = interaction
+        self._deadline = interaction.created_at.timestamp() + TOKEN_LIFETIME_SECONDS - TOKEN_MARGIN_SECONDS
+        self._clock = clock
+
+    def token_alive(self) -> bool:
+        """True while the interaction token may still be used (with a margin)."""
+        return self._clock() < self._deadline
+
+    async def post(self, text: str, *, active: bool) -> str:
+        """Post the next piece: into the original response first, then as further messages."""
+        if not self.posted and self.token_alive():
+            response = await self._interaction.edit_original_response(content=text, view=self._view(active))
+            return self._added(response)
+        view = self._new_view(active)
+        if not self.posted:
+            await self._leave_pointer(None)
+        return self._added(await self._send(text, view, self.posted[-1] if self.posted else None))
+
+    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+        """Replace a piece's text, moving it to a channel message once the token has expired."""
+        index = int(handle)
+        message = self.posted[index]
+        on_token = isinstance(message, discord.InteractionMessage | discord.WebhookMessage)
+        if on_token and not self.token_alive():
+            await self._move(index, text, active)
+            return
+        try:
+            await self._edit(message, text, active)
+        except discord.HTTPException as e:
+            if on_token and e.status in (401, 404):
+                await self._move(index, text, active)
+            else:
+                self._failed("edit the answer", e)
+
+    async def _send(self, text: str, view: discord.ui.View, previous: discord.Message | None) -> discord.Message:
+        channel = self._interaction.channel
+        if isinstance(channel, discord.abc.Messageable):
+            reference = previous.to_reference(fail_if_not_exists=False) if previous else discord.utils.MISSING
+            try:
+                return await channel.send(text, view=view, reference=reference)
+            except discord.Forbidden as e:
+                if not self.token_alive():
+                    raise
+                self._failed("post in the channel", e)
+        return await self._interaction.followup.send(text, view=view, wait=True)
+
+    async def _move(self, index: int, text: str, active: bool) -> None:
+        """Continue piece ``index`` as a channel message, leaving a pointer in the old one."""
+        old = self.posted[index]
+        await self._leave_pointer(old)
+        self.posted[index] = await self._send(text, self._new_view(active), old)
+        self._counted()
+
+    async def _leave_pointer(self, old: discord.Message | None) -> None:
+        try:
+            if old is None:
+                await self._interaction.edit_original_response(content=messages.CONTINUED, view=None)
+            else:
+                await old.edit(content=messages.CONTINUED, view=None)
+        except discord.HTTPException as e:
+            self._failed("point to the continued answer", e)

@@ -1,0 +1,319 @@
+"""What komt-bot does with a Slack question: dedupe, allow-lists, checks, the thread's conversation, the answer.
+
+Every delivery of one message (Slack's retries, an ``app_mention`` and a ``message`` event for the same words, two
+adapter replicas) has the same key, the team, channel and ``ts`` of the message. The first delivery claims the
+key in Redis (``{prefix}:slack:seen:{key}``) and owns the reply; the others do nothing. The same key, prefixed
+``slack:``, is the job's idempotency key and the Stop button's value, so the button finds its job from Redis
+whichever replica posted it. Threads the bot has replied in are remembered in ``{prefix}:slack:thread:...`` so a
+reply there continues the conversation without a new mention.
+
+Every refusal and failure is told to the person: in the thread (empty, too long, rate limited, busy, queue
+down, worker errors), or privately (not allowed here, a Stop pressed by someone else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.events import (
+    QUESTION_MARK,
+    SlackQuestion,
+    escape,
+    plain_text,
+    thread_conversation,
+)
+from adapters.slack.sink import ReplyTarget, SlackSink, StreamingGate, reply_limits, slack_size
+from komt_bot import messages
+from komt_bot.chat.ask import Refusal, admit, ask
+from komt_bot.chat.editor import ReplyEditor, split_text
+from komt_bot.errors import JobNotFoundError, KomtError, QueueError
+from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.metrics import Metrics
+from komt_bot.queue import JobQueue
+from komt_bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+THREAD_MEMORY_SECONDS = 7 * 86_400
+HISTORY_PAGE_SIZE = 200
+HISTORY_MAX_PAGES = 5
+ABANDON_SECONDS = 3.0
+NOT_IN_CHANNEL = "🙈 komt-bot이 이 채널에 없습니다. 먼저 초대해 주세요 / invite komt-bot to this channel first"
+
+
+@dataclass(frozen=True, slots=True)
+class BotIdentity:
+    """Who the bot is in the workspace (from ``auth.test``)."""
+
+    user_id: str
+    bot_id: str | None
+    team_id: str | None
+
+
+class SlackResponder:
+    """Turns parsed Slack questions, slash commands and Stop presses into queue jobs and replies."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        queue: JobQueue,
+        settings: Settings,
+        identity: BotIdentity,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.settings = settings
+        self.config = settings.slack
+        self.identity = identity
+        self.metrics = metrics
+        self.streaming = StreamingGate(self.config.native_streaming)
+
+    # -- what to answer ----------------------------------------------------------------------------------------
+
+    async def addressed(self, question: SlackQuestion) -> bool:
+        """Whether a message asks the bot: a DM, a mention, or a reply in a thread the bot is in."""
+        if question.is_dm or question.mentions_bot:
+            return True
+        return question.in_thread and self.config.continue_threads and await self._in_thread(question)
+
+    def refusal(self, *, channel: str, user: str, is_dm: bool) -> str | None:
+        """The message for a person or place the allow-lists leave out, else None."""
+        if is_dm and not self.config.allow_dms:
+            return messages.DMS_OFF
+        if not is_dm and self.config.allowed_channels and channel not in self.config.allowed_channels:
+            return messages.NOT_ALLOWED
+        if self.config.allowed_users and user not in self.config.allowed_users:
+            return messages.NOT_ALLOWED
+        return None
+
+    # -- mentions, DMs, thread replies -------------------------------------------------------------------------
+
+    async def answer(self, question: SlackQuestion) -> None:
+        """Answer a message in its thread (once, however often Slack delivers it)."""
+        q = question
+        target = ReplyTarget(q.channel, q.thread_ts, q.user, q.team, stop_value=q.key)
+        async with self._reply(target) as editor:
+            if not await self._claim(q.key, editor):
+                return
+            refusal = self.refusal(channel=q.channel, user=q.user, is_dm=q.is_dm)
+            if refusal is not None:
+                if q.is_dm or q.mentions_bot:
+                    await self._ephemeral(q.channel, q.user, q.thread_ts, refusal)
+                self._count("not_allowed")
+                return
+            text = await self._checked(q.text, q.user, editor)
+            if text is None:
+                return
+            history = await self._history(q)
+            await self._ask(target, [*history, Turn(role="user", text=text)], editor, message_ts=q.ts)
+
+    # -- /komt ---------------------------------------------------------------------------------------------------
+
+    async def answer_command(self, command: dict[str, Any], respond: AsyncRespond) -> None:
+        """Answer ``/komt question``: show the question in the channel and answer in its thread."""
+        user, channel = str(command.get("user_id") or ""), str(command.get("channel_id") or "")
+        team = str(command.get("team_id") or "") or self.identity.team_id
+        refusal = self.refusal(channel=channel, user=user, is_dm=channel.startswith("D"))
+        if refusal is not None:
+            self._count("not_allowed")
+            await self._respond(respond, refusal)
+            return
+        text = await admit(self.queue, self.settings.limits, user, plain_text(str(command.get("text") or ""), None))
+        if isinstance(text, Refusal):
+            self._count(text.kind)
+            await self._respond(respond, text.text)
+            return
+        root = await self._post_question(channel, user, text, respond)
+        if root is None:
+            return
+        target = ReplyTarget(channel, root, user, team, stop_value=f"{team or '-'}:{channel}:{root}")
+        async with self._reply(target) as editor:
+            await self._ask(target, [Turn(role="user", text=text)], editor, message_ts=root)
+
+    async def _post_question(self, channel: str, user: str, text: str, respond: AsyncRespond) -> str | None:
+        head = f"{QUESTION_MARK} <@{user}>: "
+        shown = split_text(text, self.config.max_message_bytes - slack_size(head) - 10, slack_size)
+        body = shown[0] + ("…" if len(shown) > 1 else "")
+        try:
+            response = await self.client.chat_postMessage(channel=channel, text=head + escape(body))
+        except SlackApiError as e:
+            log.warning("slack /komt: cannot post in %s: %s", channel, e.response.get("error"))
+            self._count("slack_error")
+            await self._respond(respond, NOT_IN_CHANNEL)
+            return None
+        return str(response["ts"])
+
+    # -- Stop --------------------------------------------------------------------------------------------------
+
+    async def stop(self, *, presser: str, key: str, channel: str | None, thread_ts: str | None) -> None:
+        """Cancel the job behind a Stop button, if the presser asked the question or is an admin."""
+        try:
+            job_id = await self._job_for(key)
+            if job_id is None:
+                return
+            record = await self.queue.job(job_id)
+            if presser != record.user and presser not in self.config.admin_users:
+                if channel:
+                    await self._ephemeral(channel, presser, thread_ts, messages.STOP_REFUSED)
+                return
+            state = await self.queue.cancel(job_id)
+            log.info("slack: job %s stopped by a person (was %s)", job_id, state)
+        except JobNotFoundError:
+            return
+        except (QueueError, RedisError) as e:
+            log.warning("slack: could not stop a job: %s", e)
+            if channel:
+                await self._ephemeral(channel, presser, thread_ts, messages.QUEUE_DOWN)
+
+    # -- the shared path -------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _reply(self, target: ReplyTarget) -> AsyncIterator[ReplyEditor]:
+        sink = SlackSink(self.client, target, streaming=self.streaming, metrics=self.metrics)
+        editor = ReplyEditor(sink, reply_limits(self.config.max_message_bytes))
+        try:
+            yield editor
+        except SlackApiError as e:
+            # Nothing could be shown: stop the job so no worker writes an answer nobody can see.
+            log.warning("slack reply in %s failed: %s", target.channel, e.response.get("error"))
+            self._count("slack_error")
+            await self._cancel_quietly(target.stop_value)
+        finally:
+            await sink.close()
+
+    async def _ask(
+        self, target: ReplyTarget, conversation: list[Turn], editor: ReplyEditor, *, message_ts: str
+    ) -> None:
+        origin = Origin(
+            platform=PLATFORM, channel=target.channel, thread=target.thread_ts, message=message_ts, user=target.user
+        )
+        await self._remember_thread(target.channel, target.thread_ts)
+        try:
+            outcome = await ask(
+                self.queue,
+                JobRequest(conversation=conversation, origin=origin),
+                editor,
+                idempotency_key=f"{PLATFORM}:{target.stop_value}",
+                timeout_seconds=self.settings.queue.job_timeout_seconds,
+            )
+        except asyncio.CancelledError:
+            await self._abandon(target.stop_value, editor)
+            raise
+        self._count(outcome.kind)
+        log.info("slack reply in %s: job %s %s", target.channel, outcome.job_id, outcome.kind)
+
+    async def _abandon(self, key: str, editor: ReplyEditor) -> None:
+        """The adapter is shutting down mid-answer: stop the job and say so in the thread."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._cancel_quietly(key), ABANDON_SECONDS)
+            await asyncio.wait_for(editor.finish(messages.failed(None, "komt-bot is restarting")), ABANDON_SECONDS)
+
+    async def _checked(self, text: str, user: str, editor: ReplyEditor) -> str | None:
+        """The question ready to ask, or None after telling the person why not (empty, too long, too often)."""
+        question = await admit(self.queue, self.settings.limits, user, text)
+        if isinstance(question, Refusal):
+            self._count(question.kind)
+            await editor.finish(question.text)
+            return None
+        return question
+
+    async def _history(self, question: SlackQuestion) -> list[Turn]:
+        """The thread before the question, as turns; empty outside threads or when Slack will not say."""
+        if not question.in_thread or self.config.history_limit == 0:
+            return []
+        replies: list[dict[str, Any]] = []
+        cursor: str | None = None
+        try:
+            for _ in range(HISTORY_MAX_PAGES):
+                response = await self.client.conversations_replies(
+                    channel=question.channel, ts=question.thread_ts, limit=HISTORY_PAGE_SIZE, cursor=cursor
+                )
+                replies.extend(response.get("messages") or [])
+                cursor = (response.get("response_metadata") or {}).get("next_cursor")
+                if not cursor or not response.get("has_more"):
+                    break
+        except SlackApiError as e:
+            # Better an answer without the earlier turns than none.
+            log.warning("slack: cannot read thread %s: %s", question.thread_ts, e.response.get("error"))
+            self._count_error()
+        return thread_conversation(
+            replies,
+            before_ts=question.ts,
+            bot_user_id=self.identity.user_id,
+            bot_id=self.identity.bot_id,
+            max_messages=self.config.history_limit,
+        )
+
+    # -- Redis bookkeeping ------------------------------------------------------------------------------------
+
+    def _key(self, *parts: str) -> str:
+        return self.queue.keys.adapter(PLATFORM, *parts)
+
+    async def _claim(self, key: str, editor: ReplyEditor) -> bool:
+        """True for the first delivery of a message; False for a redelivery (or with Redis down, after saying so)."""
+        try:
+            ttl = self.settings.queue.idempotency_ttl_seconds
+            return bool(await self.queue.redis.set(self._key("seen", key), "1", nx=True, ex=ttl))
+        except RedisError as e:
+            log.warning("slack: cannot reach Redis: %s", e)
+            self._count("queue_down")
+            await editor.finish(messages.QUEUE_DOWN)
+            return False
+
+    async def _in_thread(self, question: SlackQuestion) -> bool:
+        try:
+            return bool(await self.queue.redis.exists(self._key("thread", question.channel, question.thread_ts)))
+        except RedisError as e:
+            log.warning("slack: cannot reach Redis: %s", e)
+            return False
+
+    async def _remember_thread(self, channel: str, thread_ts: str) -> None:
+        with contextlib.suppress(RedisError):
+            await self.queue.redis.set(self._key("thread", channel, thread_ts), "1", ex=THREAD_MEMORY_SECONDS)
+
+    async def _cancel_quietly(self, key: str) -> None:
+        with contextlib.suppress(KomtError, RedisError):
+            job_id = await self._job_for(key)
+            if job_id is not None:
+                await self.queue.cancel(job_id)
+
+    async def _job_for(self, key: str) -> str | None:
+        """The job a question's key made (the queue keeps idempotency key -> job id)."""
+        return await self.queue.job_for_key(f"{PLATFORM}:{key}")
+
+    # -- small Slack calls -------------------------------------------------------------------------------------
+
+    async def _ephemeral(self, channel: str, user: str, thread_ts: str | None, text: str) -> None:
+        try:
+            await self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=escape(text))
+        except SlackApiError as e:
+            log.warning("slack: cannot tell %s privately in %s: %s", user, channel, e.response.get("error"))
+            self._count_error()
+
+    async def _respond(self, respond: AsyncRespond, text: str) -> None:
+        try:
+            await respond(text=escape(text), response_type="ephemeral")
+        except Exception as e:  # response_url calls raise plain aiohttp errors, not SlackApiError
+            log.warning("slack: cannot answer a slash command: %s", type(e).__name__)
+            self._count_error()
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.requests.labels(platform=PLATFORM, result=result).inc()
+
+    def _count_error(self) -> None:
+        if self.metrics is not None:
+            self.metrics.platform_errors.labels(platform=PLATFORM).inc()

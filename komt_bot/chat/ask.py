@@ -1,0 +1,140 @@
+"""The one path every adapter takes from a question to a finished reply.
+
+An adapter parses its platform's event, then calls :func:`ask` with the conversation and a
+:class:`~komt_bot.chat.editor.ReplyEditor` bound to where the answer goes. :func:`ask` submits the job, shows the
+queue position, streams the answer as it is written, and always ends the reply with the answer or with a message
+saying what went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from komt_bot import messages
+from komt_bot.chat.editor import ReplyEditor
+from komt_bot.errors import EmptyPromptError, KomtError, PromptTooLongError, QueueError
+from komt_bot.jobs import Event, JobRequest
+from komt_bot.prompt import check_question
+from komt_bot.queue import JobQueue
+from komt_bot.settings import LimitSettings
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["done", "cancelled", "failed", "timeout", "refused", "duplicate", "queue_down"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a question ended, for logs, metrics and tests."""
+
+    kind: OutcomeKind
+    job_id: str | None = None
+    finish_reason: str | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a question is not asked: ``kind`` for metrics (empty, too_long, queue_down, rate_limited), ``text`` for
+    the person."""
+
+    kind: str
+    text: str
+
+
+async def admit(queue: JobQueue, limits: LimitSettings, user: str, text: str) -> str | Refusal:
+    """The question ready to ask, or why not: empty, too long, asked too often, or the queue unreachable.
+
+    Every adapter checks a question this way before it posts anything for it; ``user`` is the rate-limit key.
+    """
+    try:
+        question = check_question(text, max_chars=limits.max_question_chars)
+        wait = await queue.rate_limit(user, limits.rate_limit_per_minute)
+    except KomtError as e:
+        kind = (
+            "empty"
+            if isinstance(e, EmptyPromptError)
+            else "too_long"
+            if isinstance(e, PromptTooLongError)
+            else "queue_down"
+        )
+        return Refusal(kind, messages.for_error(e))
+    if wait is not None:
+        return Refusal("rate_limited", messages.rate_limited(wait))
+    return question
+
+
+async def ask(
+    queue: JobQueue,
+    request: JobRequest,
+    editor: ReplyEditor,
+    *,
+    idempotency_key: str | None,
+    timeout_seconds: float,
+) -> Outcome:
+    """Submit ``request`` and stream its answer into ``editor``.
+
+    A redelivered platform event (same ``idempotency_key``) returns ``duplicate`` without touching the reply: the
+    first delivery owns it.
+    """
+    try:
+        submission = await queue.submit(request, idempotency_key=idempotency_key)
+    except KomtError as e:
+        await editor.finish(messages.for_error(e))
+        return Outcome("queue_down" if type(e) is QueueError else "refused")
+    if not submission.created:
+        return Outcome("duplicate", submission.job_id)
+    await editor.status(messages.queued(submission.position))
+    return await deliver(queue, submission.job_id, editor, timeout_seconds=timeout_seconds)
+
+
+async def deliver(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_seconds: float) -> Outcome:
+    """Follow a job's output stream into ``editor`` until its last event, the timeout, or Redis going away."""
+    deadline = time.monotonic() + timeout_seconds
+    started = False
+    try:
+        async for event in queue.events(job_id, block_seconds=min(0.5, editor.limits.edit_interval)):
+            if event is None:
+                if time.monotonic() > deadline:
+                    await editor.finish(messages.TIMEOUT)
+                    return Outcome("timeout", job_id, text=editor.answer)
+                if started:
+                    await editor.flush()
+                else:
+                    await editor.status(messages.queued(await queue.position(job_id)))
+                continue
+            started = await _apply(event, editor, started)
+            if event.terminal:
+                return await _finish(event, editor, job_id)
+    except QueueError as e:
+        log.warning("job %s: lost the queue while streaming: %s", job_id, e)
+        await editor.finish(messages.QUEUE_DOWN)
+        return Outcome("queue_down", job_id, text=editor.answer)
+    raise AssertionError("the output stream ended without a terminal event")  # pragma: no cover
+
+
+async def _apply(event: Event, editor: ReplyEditor, started: bool) -> bool:
+    if event.type == "start":
+        if started or event.attempt > 1:
+            editor.reset()
+        await editor.flush()
+        return True
+    if event.type == "delta":
+        editor.append(event.text)
+        await editor.flush()
+    return started
+
+
+async def _finish(event: Event, editor: ReplyEditor, job_id: str) -> Outcome:
+    if event.type == "error":
+        await editor.finish(messages.failed(event.code, event.message))
+        return Outcome("failed", job_id, text=editor.answer)
+    reason = event.finish_reason
+    if reason == "cancelled":
+        await editor.finish(messages.STOPPED)
+        return Outcome("cancelled", job_id, reason, editor.answer)
+    await editor.finish(messages.TRUNCATED if reason == "length" else None)
+    return Outcome("done", job_id, reason, editor.answer)

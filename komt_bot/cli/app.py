@@ -1,0 +1,163 @@
+"""The ``komt-bot`` command line: serve, worker, chat, slack, discord, queue, health, bench, dev.
+
+Every command reads the settings when it starts (never at import) and turns komt-bot's own errors into one line:
+exit code 2 for a bad setting, 1 for anything else that went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from komt_bot.bench import bench_command
+from komt_bot.cli.queue import health_command, queue_app
+from komt_bot.errors import ConfigError, KomtError
+from komt_bot.logs import setup_logging
+from komt_bot.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="komt-bot: the komt Korean LLM in Slack, Discord and the terminal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+dev_app = typer.Typer(help="Developer helpers (tiny offline model, settings).", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+app.add_typer(dev_app, name="dev")
+app.command("health")(health_command)
+app.command("bench")(bench_command)
+
+log = logging.getLogger(__name__)
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    setup_logging(settings.log)
+    return settings
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, None]], *, on_signal: Callable[[], None] | None = None) -> None:
+    """Run ``main`` on a fresh event loop; SIGTERM/SIGINT call ``on_signal`` (or cancel ``main``)."""
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        stop: Callable[[], object] = on_signal or (lambda: task.cancel() if task else None)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await main()
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(runner())
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option("--burst", help="empty the queue, then exit")] = False,
+    name: Annotated[str | None, typer.Option(help="worker name (default host-pid)")] = None,
+) -> None:
+    """Load the model and serve jobs from the queue."""
+    from komt_bot.cli.run import run_worker
+
+    settings = _settings()
+    holder: dict[str, Callable[[], None]] = {}
+    _run(
+        lambda: run_worker(settings, burst=burst, name=name, on_ready=holder.update), on_signal=lambda: holder["stop"]()
+    )
+
+
+@app.command()
+def serve(
+    chat: Annotated[bool, typer.Option("--chat", help="also chat in this terminal")] = False,
+) -> None:
+    """Everything in one process: a worker plus every adapter whose credentials are set.
+
+    Without KOMT_REDIS_URL it embeds an in-process Redis, so one machine needs nothing else.
+    """
+    from komt_bot.cli.run import run_stack
+
+    settings = load_settings()
+    if chat and "KOMT_LOG__LEVEL" not in os.environ:
+        # The chat shares the terminal with the log: only warnings, unless a level was asked for.
+        settings.log.level = "WARNING"
+    setup_logging(settings.log)
+    _run(lambda: run_stack(settings, chat=chat))
+
+
+@app.command("chat")
+def chat_command(
+    prompt: Annotated[str | None, typer.Argument(help="one question; without it, an interactive chat")] = None,
+) -> None:
+    """Ask komt from the terminal, through the queue like every adapter."""
+    from adapters.console import run_chat
+
+    settings = _settings()
+    _run(lambda: run_chat(settings, prompt))
+
+
+@app.command()
+def slack() -> None:
+    """Run the Slack adapter (Socket Mode with an app token, else the Events API over HTTP)."""
+    from komt_bot.cli.run import run_adapter
+
+    settings = _settings()
+    _run(lambda: run_adapter(settings, "slack"))
+
+
+@app.command()
+def discord() -> None:
+    """Run the Discord adapter."""
+    from komt_bot.cli.run import run_adapter
+
+    settings = _settings()
+    _run(lambda: run_adapter(settings, "discord"))
+
+
+@dev_app.command("tiny-model")
+def tiny_model(
+    directory: Annotated[Path, typer.Argument(help="writes DIR/base and DIR/lora")],
+    size: Annotated[str, typer.Option(help="tiny or small (the benchmark size)")] = "tiny",
+) -> None:
+    """Write a random tiny Llama with a Korean byte-fallback tokenizer and a random LoRA (answers are noise)."""
+    from komt_bot.engine.fakes.tiny import BENCH_KWARGS, build_tiny_model
+
+    if size not in ("tiny", "small"):
+        raise typer.BadParameter("tiny or small", param_hint="--size")
+    base, adapter = build_tiny_model(directory, **(BENCH_KWARGS if size == "small" else {}))
+    print(f"wrote {base} and {adapter}")
+    print(f"use it with: KOMT_MODEL__BASE={base} KOMT_MODEL__ADAPTER={adapter}")
+
+
+@dev_app.command("settings")
+def show_settings(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the effective settings (secrets masked)."""
+    data = load_settings().masked()
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        Console().print(data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: komt-bot's errors become one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except ConfigError as e:
+        Console(stderr=True).print(f"[red]configuration error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KomtError as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)

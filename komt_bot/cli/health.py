@@ -1,0 +1,117 @@
+"""``komt-bot health``: one yes/no answer for a Docker HEALTHCHECK or a monitor, with one line saying why.
+
+Healthy means: Redis answers, the chosen component has a fresh heartbeat record (by default any serving worker;
+with ``host`` only records published from that host, i.e. a container's own process), and, with ``max_wait``, the
+job at the head of the queue has waited less than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+
+from komt_bot.errors import KomtError
+from komt_bot.queue.inspect import QueueAdmin, open_admin
+from komt_bot.queue.views import ComponentView, WorkerView
+from komt_bot.settings import Settings
+
+COMPONENTS = ("worker", "slack", "discord")
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The verdict and the one line that explains it."""
+
+    ok: bool
+    reason: str
+
+    @property
+    def line(self) -> str:
+        """``ok: ...`` or ``unhealthy: ...``."""
+        return f"{'ok' if self.ok else 'unhealthy'}: {self.reason}"
+
+
+def this_host() -> str:
+    """The host name heartbeat records carry for processes on this machine (in a container: the container's)."""
+    return socket.gethostname()
+
+
+def _where(host: str | None) -> str:
+    return f" on {host}" if host else ""
+
+
+def judge_workers(workers: list[WorkerView], host: str | None, stale_after: float) -> Health:
+    """Healthy when at least one worker (on ``host``, if given) is fresh and not draining."""
+    mine = [w for w in workers if host is None or w.host == host]
+    where = _where(host)
+    if not mine:
+        return Health(False, f"no worker heartbeat{where}: no worker is running (start one with `komt-bot worker`)")
+    serving = [w for w in mine if w.serving]
+    if serving:
+        newest = min(w.heartbeat_age for w in serving)
+        return Health(True, f"{len(serving)} worker(s) serving{where}, newest heartbeat {newest:.1f} s ago")
+    fresh = [w for w in mine if not w.stale]
+    if fresh:
+        return Health(False, f"every worker{where} is draining (shutting down): {', '.join(w.name for w in fresh)}")
+    newest = min(w.heartbeat_age for w in mine)
+    return Health(
+        False, f"worker heartbeat{where} is stale: the newest is {newest:.1f} s old (limit {stale_after:g} s)"
+    )
+
+
+def judge_component(components: list[ComponentView], component: str, host: str | None) -> Health:
+    """Healthy when an adapter of this kind (on ``host``, if given) has a fresh heartbeat record."""
+    mine = [c for c in components if c.component == component and (host is None or c.host == host)]
+    fresh = [c for c in mine if not c.stale]
+    where = _where(host)
+    if fresh:
+        newest = min(c.heartbeat_age for c in fresh)
+        return Health(True, f"{component} adapter alive{where}, heartbeat {newest:.1f} s ago")
+    if mine:
+        return Health(False, f"{component} adapter heartbeat{where} is stale")
+    return Health(False, f"no {component} adapter heartbeat{where}: it is not running or cannot reach Redis")
+
+
+async def judge(
+    admin: QueueAdmin, *, component: str = "worker", host: str | None = None, max_wait: float | None = None
+) -> Health:
+    """Check one component's heartbeat, then the age of the oldest waiting job."""
+    now = time.time()
+    if component == "worker":
+        verdict = judge_workers(await admin.workers(now=now), host, admin.stale_after)
+    else:
+        verdict = judge_component(await admin.components(now=now), component, host)
+    if not verdict.ok or max_wait is None:
+        return verdict
+    age = await admin.oldest_waiting_age(now=now)
+    if age is not None and age >= max_wait:
+        return Health(False, f"the oldest waiting job has waited {age:.1f} s (limit {max_wait:g} s)")
+    return verdict
+
+
+async def check_health(
+    settings: Settings,
+    *,
+    component: str = "worker",
+    local: bool = False,
+    max_wait: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> Health:
+    """The whole check against the configured Redis. Never raises: every failure is an unhealthy verdict."""
+    if component not in COMPONENTS:
+        return Health(False, f"unknown component {component!r}: use one of {', '.join(COMPONENTS)}")
+    host = this_host() if local else None
+
+    async def run() -> Health:
+        async with open_admin(settings) as admin:
+            return await judge(admin, component=component, host=host, max_wait=max_wait)
+
+    try:
+        return await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        return Health(False, f"Redis did not answer within {timeout:g} s")
+    except KomtError as e:
+        return Health(False, str(e))

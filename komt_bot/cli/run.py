@@ -1,0 +1,112 @@
+"""How the processes are put together: Redis client, engine, worker, adapters, the all-in-one stack."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from komt_bot.engine.base import Engine, GenerationRequest, SamplingParams
+from komt_bot.errors import ConfigError
+from komt_bot.metrics import Metrics, process_metrics
+from komt_bot.prompt import render_turn
+from komt_bot.queue import JobQueue, open_queue
+from komt_bot.settings import Settings
+from komt_bot.worker import Worker
+from komt_bot.worker.metrics import MeteredQueue, sampling
+
+log = logging.getLogger(__name__)
+
+ADAPTERS = {"slack": "adapters.slack", "discord": "adapters.discord"}
+
+
+class AdapterServe(Protocol):
+    def __call__(
+        self, settings: Settings, queue: JobQueue, *, metrics: Metrics | None = None
+    ) -> Coroutine[Any, Any, None]: ...
+
+
+def configured_adapters(settings: Settings) -> list[str]:
+    """The adapters whose credentials are set."""
+    names = []
+    if settings.slack.bot_token is not None:
+        names.append("slack")
+    if settings.discord.token is not None:
+        names.append("discord")
+    return names
+
+
+def adapter_serve(name: str) -> AdapterServe:
+    """The ``serve(settings, queue)`` coroutine function of an adapter module."""
+    try:
+        module = importlib.import_module(ADAPTERS[name])
+    except ImportError as e:
+        raise ConfigError(f"the {name} adapter needs its extra: pip install 'komt-bot[{name}]' ({e})") from e
+    serve: AdapterServe = module.serve
+    return serve
+
+
+async def load_warm_engine(settings: Settings) -> Engine:
+    """Load the configured engine (in a thread) and run one short answer, so the first question is not slow."""
+    from komt_bot.engine import load_engine
+
+    engine = await asyncio.to_thread(load_engine, settings.model, settings.generation)
+    warm_up = GenerationRequest("warm-up", render_turn("안녕하세요"), SamplingParams(max_new_tokens=2))
+    async for _update in engine.generate(warm_up):
+        pass
+    return engine
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    name: str | None = None,
+    on_ready: Callable[[dict[str, Callable[[], None]]], None] | None = None,
+) -> None:
+    """``komt-bot worker``: load the model, then serve jobs until stopped."""
+    async with open_queue(settings) as queue, process_metrics(settings.metrics, queue) as metrics:
+        engine = await load_warm_engine(settings)
+        try:
+            worker = Worker(MeteredQueue(queue, metrics), engine, settings, name=name)
+            if on_ready:
+                on_ready({"stop": worker.stop})
+            async with sampling(worker, metrics):
+                await worker.run(burst=burst)
+        finally:
+            await engine.close()
+
+
+async def run_adapter(settings: Settings, name: str) -> None:
+    """``komt-bot slack`` / ``komt-bot discord``."""
+    serve = adapter_serve(name)
+    async with open_queue(settings) as queue, process_metrics(settings.metrics, queue) as metrics:
+        await serve(settings, queue, metrics=metrics)
+
+
+async def run_stack(settings: Settings, *, chat: bool) -> None:
+    """``komt-bot serve``: a worker and every configured adapter (and the terminal chat) in one process."""
+    from adapters.console import repl
+
+    adapters = configured_adapters(settings)
+    if not adapters and not chat:
+        log.warning("no Slack or Discord credentials are set: only the worker runs (add --chat to talk here)")
+    async with open_queue(settings, embedded_ok=True) as queue, process_metrics(settings.metrics, queue) as metrics:
+        engine = await load_warm_engine(settings)
+        worker = Worker(MeteredQueue(queue, metrics), engine, settings)
+        tasks = [asyncio.create_task(worker.run(), name="worker")]
+        tasks += [asyncio.create_task(adapter_serve(n)(settings, queue, metrics=metrics), name=n) for n in adapters]
+        try:
+            async with sampling(worker, metrics):
+                if chat:
+                    await repl(queue, settings)
+                else:
+                    await asyncio.gather(*tasks)
+        finally:
+            worker.stop()
+            for task in tasks[1:]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.close()

@@ -1,0 +1,1 @@
+"""Models for tests, demos and benchmarks: the tiny real Llama (:mod:`.tiny`) and random-weight shapes."""

@@ -1,0 +1,210 @@
+"""The typed records of the job protocol: what adapters ask, what the queue stores, what workers publish.
+
+These are the only shapes that cross the queue. :class:`JobRecord` parses the job hash (``{p}:job:{id}``) and
+:class:`Event` an output-stream entry (``{p}:out:{id}``); nobody else reads their raw fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+FINAL_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
+EventType = Literal["start", "delta", "done", "error"]
+DEAD_LETTER_CODE = "dead_letter"
+
+
+class Turn(BaseModel):
+    """One message of a conversation."""
+
+    role: Literal["user", "assistant"]
+    text: str
+
+
+class Origin(BaseModel):
+    """Where a job came from, so replies and the admin CLI can point back at it."""
+
+    platform: str
+    channel: str | None = None
+    thread: str | None = None
+    message: str | None = None
+    user: str | None = None
+
+
+class JobRequest(BaseModel):
+    """What an adapter asks for: a conversation whose last turn is the question, and optional overrides."""
+
+    conversation: list[Turn] = Field(min_length=1)
+    origin: Origin
+    max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+
+    @property
+    def question(self) -> str:
+        """The last turn's text."""
+        return self.conversation[-1].text
+
+
+class Event(BaseModel):
+    """One entry of a job's output stream."""
+
+    id: str = ""
+    type: EventType
+    attempt: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    code: str | None = None
+    message: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """True for the job's last event (``done`` or ``error``)."""
+        return self.type in ("done", "error")
+
+    @classmethod
+    def decode(cls, entry_id: str, fields: Mapping[str, str]) -> Event:
+        """One output-stream entry (``type`` plus a JSON ``data`` field) as an :class:`Event`."""
+        data = json.loads(fields.get("data") or "{}")
+        return cls.model_validate({**data, "id": entry_id, "type": fields.get("type", "error")})
+
+    @staticmethod
+    def encode(event_type: EventType, **data: Any) -> dict[str, str]:
+        """The stream fields of an event (what the Lua scripts write too)."""
+        return {"type": event_type, "data": json.dumps(data, ensure_ascii=False)}
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job's hash, parsed: its state, attempts, origin and times. Missing fields read as empty."""
+
+    job_id: str
+    state: str
+    attempt: int
+    seq: int
+    request_json: str
+    platform: str
+    channel: str
+    thread: str
+    message: str
+    user: str
+    worker: str
+    entry: str
+    created: float | None
+    started: float | None
+    finished: float | None
+    error: str
+    error_code: str
+    finish_reason: str
+    usage: str
+    raw: Mapping[str, str]
+
+    @classmethod
+    def from_hash(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
+        """Parse ``HGETALL {p}:job:{id}`` (text-mode client)."""
+        get = fields.get
+        return cls(
+            job_id=job_id,
+            state=get("state", "") or "?",
+            attempt=_int(get("attempt")),
+            seq=_int(get("seq")),
+            request_json=get("request", "") or "",
+            platform=get("platform", "") or "",
+            channel=get("channel", "") or "",
+            thread=get("thread", "") or "",
+            message=get("message", "") or "",
+            user=get("user", "") or "",
+            worker=get("worker", "") or "",
+            entry=get("entry", "") or "",
+            created=_float(get("created")),
+            started=_float(get("started")),
+            finished=_float(get("finished")),
+            error=get("error", "") or "",
+            error_code=get("error_code", "") or "",
+            finish_reason=get("finish_reason", "") or "",
+            usage=get("usage", "") or "",
+            raw=dict(fields),
+        )
+
+    @staticmethod
+    def submit_fields(request: JobRequest, *, created: float) -> dict[str, str]:
+        """The hash fields a new job starts with (besides state, attempt and seq, which the submit script sets)."""
+        origin = request.origin
+        return {
+            "created": f"{created:.3f}",
+            "request": request.model_dump_json(),
+            "platform": origin.platform,
+            "channel": origin.channel or "",
+            "thread": origin.thread or "",
+            "message": origin.message or "",
+            "user": origin.user or "",
+        }
+
+    @property
+    def request(self) -> JobRequest | None:
+        """The request, or None when the hash holds none that parses."""
+        try:
+            return JobRequest.model_validate_json(self.request_json or "{}")
+        except ValidationError:
+            return None
+
+    @property
+    def conversation(self) -> list[Turn]:
+        """The conversation (empty when the request is unreadable)."""
+        request = self.request
+        return list(request.conversation) if request else []
+
+    @property
+    def question(self) -> str:
+        """The last question, or empty."""
+        turns = self.conversation
+        return turns[-1].text if turns else ""
+
+    @property
+    def dead_lettered(self) -> bool:
+        """A failed job that went to the dead-letter stream."""
+        return self.error_code == DEAD_LETTER_CODE
+
+    def public_fields(self) -> dict[str, str]:
+        """The hash as JSON-ready data, without the raw request (the conversation is shown parsed instead)."""
+        return {k: v for k, v in self.raw.items() if k != "request"}
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The answer to :meth:`komt_bot.queue.JobQueue.submit`."""
+
+    job_id: str
+    created: bool  # False when the idempotency key had already made this job
+    position: int | None  # jobs ahead of it, None once it started
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job a worker has taken: the attempt is the worker's fencing token for every write it makes."""
+
+    job_id: str
+    entry_id: str
+    attempt: int
+    request: JobRequest

@@ -1,0 +1,91 @@
+"""Every Redis key name of one deployment, built in this one place.
+
+Keys (``{p}`` is ``settings.queue.prefix``)::
+
+    {p}:jobs            stream of job ids; consumer group "workers"; entries are XDEL'd when acknowledged
+    {p}:waiting         sorted set job id -> submission sequence: the jobs not yet started (queue position)
+    {p}:seq             counter behind that sequence
+    {p}:job:{id}        hash: state, attempt, request, origin fields, times, worker, usage, error
+    {p}:out:{id}        stream of the job's events: start{attempt} / delta{text} / done{...} / error{...}
+    {p}:cancel:{id}     set when someone asks to stop the job
+    {p}:idem:{key}      idempotency key -> job id (a redelivered platform event makes no second job)
+    {p}:dlq             stream of dead-lettered jobs with their last error
+    {p}:index           sorted set job id -> created time (recent jobs, for the admin CLI)
+    {p}:stats           hash of totals per final state
+    {p}:recent:{state}  sorted set job id -> finish time (last hour, per final state)
+    {p}:{platform}:...  an adapter's own marks (e.g. Slack's delivered messages, threads it answers in)
+    {p}:rate:{user}:{w} requests of one person in one minute window (per-user rate limit)
+    {p}:worker:{name}   a live worker's presence record (JSON, with a TTL)
+    {p}:component:{n}   a live adapter's presence record (JSON, with a TTL)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+GROUP = "workers"
+REQUEUED_CONSUMER = "requeued"  # holds entries put back for another worker
+REQUEUED_IDLE_MS = 10**10  # "idle for months": any worker's next claim takes such an entry over first
+RECENT_WINDOW_SECONDS = 3600
+
+PresenceKind = Literal["worker", "component"]
+
+
+class QueueKeys:
+    """Every Redis key name of one deployment (one prefix)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.jobs = f"{prefix}:jobs"
+        self.waiting = f"{prefix}:waiting"
+        self.seq = f"{prefix}:seq"
+        self.dlq = f"{prefix}:dlq"
+        self.index = f"{prefix}:index"
+        self.stats = f"{prefix}:stats"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def out(self, job_id: str) -> str:
+        return f"{self.prefix}:out:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    def recent(self, state: str) -> str:
+        return f"{self.prefix}:recent:{state}"
+
+    def adapter(self, platform: str, *parts: str) -> str:
+        """A key an adapter keeps for itself (Slack's delivered-message and thread marks)."""
+        return ":".join([self.prefix, platform, *parts])
+
+    def rate(self, user: str, window: int) -> str:
+        return f"{self.prefix}:rate:{user}:{window}"
+
+    def presence(self, kind: PresenceKind, name: str) -> str:
+        """A worker's or an adapter's presence record (``name`` may be ``*`` for a SCAN pattern)."""
+        return f"{self.prefix}:{kind}:{name}"
+
+    def worker(self, name: str) -> str:
+        return self.presence("worker", name)
+
+    def component(self, name: str) -> str:
+        return self.presence("component", name)
+
+    def for_job(self, job_id: str) -> list[str]:
+        """The KEYS every job-changing script takes, in the order ``scripts/_common.lua`` names them."""
+        return [
+            self.job(job_id),
+            self.out(job_id),
+            self.waiting,
+            self.jobs,
+            self.cancel(job_id),
+            self.stats,
+            self.recent(""),
+            self.index,
+            self.dlq,
+            self.seq,
+        ]

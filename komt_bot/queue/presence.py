@@ -1,0 +1,111 @@
+"""Presence records: who is alive. Workers and adapters each publish one that expires unless refreshed.
+
+A record carries its own ``stale_after`` (what its publisher promised: three of its heartbeat periods), so a reader
+never needs to know another process's settings to tell a silent one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, ValidationError
+from redis.exceptions import RedisError
+
+from komt_bot.errors import QueueError
+from komt_bot.queue.keys import PresenceKind, QueueKeys
+
+MIN_TTL_SECONDS = 5.0
+
+
+class PresenceRecord(BaseModel):
+    """What every presence record holds."""
+
+    model_config = ConfigDict(extra="allow")
+
+    host: str = "?"
+    heartbeat: float = 0.0
+    stale_after: float = 15.0
+
+    def age(self, now: float) -> float:
+        """Seconds since it was published."""
+        return max(0.0, now - self.heartbeat)
+
+    def stale(self, now: float) -> bool:
+        """Older than its publisher promised to refresh it."""
+        return self.age(now) > self.stale_after
+
+
+class WorkerRecord(PresenceRecord):
+    """A worker's record (published by :meth:`komt_bot.worker.Worker.record`)."""
+
+    name: str = "?"
+    pid: int = 0
+    model: str = "?"
+    adapter: str | None = None
+    device: str = "?"
+    quantization: str | None = None
+    engine: str = "?"
+    capacity: int = 0
+    in_flight: int = 0
+    tokens_per_second: float = 0.0
+    jobs_done: int = 0
+    draining: bool = False
+
+
+class ComponentRecord(PresenceRecord):
+    """An adapter's record (published by :func:`komt_bot.chat.presence.adapter_heartbeat`)."""
+
+    component: str = "?"
+
+
+R = TypeVar("R", bound=PresenceRecord)
+
+
+class Presence:
+    """Publishes and reads the presence records of one deployment."""
+
+    def __init__(self, redis: aioredis.Redis, keys: QueueKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def publish(self, kind: PresenceKind, name: str, record: PresenceRecord) -> None:
+        """Write ``record`` (stamped now) with a TTL a little past its ``stale_after``."""
+        record = record.model_copy(update={"heartbeat": time.time()})
+        ttl = max(record.stale_after, MIN_TTL_SECONDS)
+        try:
+            await self.redis.set(self.keys.presence(kind, name), record.model_dump_json(), px=int(ttl * 1000))
+        except RedisError as e:
+            raise QueueError(f"could not publish a heartbeat: {e}") from e
+
+    async def remove(self, kind: PresenceKind, name: str) -> None:
+        """Remove a record (clean shutdown)."""
+        try:
+            await self.redis.delete(self.keys.presence(kind, name))
+        except RedisError as e:
+            raise QueueError(f"could not remove a heartbeat: {e}") from e
+
+    async def _raw(self, kind: PresenceKind) -> list[str]:
+        try:
+            keys = sorted([key async for key in self.redis.scan_iter(match=self.keys.presence(kind, "*"), count=200)])
+            values = await self.redis.mget(keys) if keys else []
+        except RedisError as e:
+            raise QueueError(f"could not read heartbeats: {e}") from e
+        return [str(v) for v in values if v]
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Every worker record that has not expired (stale ones included)."""
+        return [r for r in (_parse(WorkerRecord, v) for v in await self._raw("worker")) if r]
+
+    async def components(self) -> list[ComponentRecord]:
+        """Every adapter record that has not expired (stale ones included)."""
+        return [r for r in (_parse(ComponentRecord, v) for v in await self._raw("component")) if r]
+
+
+def _parse(model: type[R], raw: str) -> R | None:
+    try:
+        return model.model_validate(json.loads(raw))
+    except (ValueError, ValidationError):
+        return None

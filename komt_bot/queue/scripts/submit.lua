@@ -1,0 +1,19 @@
+-- Queue a job, or return the one its idempotency key already made.
+-- KEYS: the job keys (see _common.lua), 11 idempotency key (the job hash itself when there is none)
+-- ARGV: 1 job id, 2 backlog cap, 3 idempotency ttl, 4.. field/value pairs of the new record
+-- Returns {1, id} created, {0, id} already made by this key, {-1, backlog} refused.
+if KEYS[11] ~= KEYS[1] then
+  local existing = redis.call('GET', KEYS[11])
+  if existing then return {0, existing} end
+end
+local backlog = redis.call('ZCARD', KEYS[3])
+if backlog >= tonumber(ARGV[2]) then return {-1, tostring(backlog)} end
+if KEYS[11] ~= KEYS[1] then redis.call('SET', KEYS[11], ARGV[1], 'EX', ARGV[3]) end
+local seq = redis.call('INCR', KEYS[10])
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0, 'seq', seq)
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local created = redis.call('HGET', KEYS[1], 'created')
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
+redis.call('ZADD', KEYS[8], created, ARGV[1])
+redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[1])
+return {1, ARGV[1]}

@@ -1,0 +1,223 @@
+"""What operators see of the queue: typed views of workers, adapters, running jobs, listings and one job."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from komt_bot.jobs import DEAD_LETTER_CODE, Event, JobRecord
+from komt_bot.queue.presence import ComponentRecord, WorkerRecord
+
+PREVIEW_CHARS = 40
+DEAD_LETTER_STATE = DEAD_LETTER_CODE  # not a job state: a failed job whose error_code says it was dead-lettered
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """The first ``limit`` characters of ``text`` on one line, with an ellipsis when cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def age(then: float | None, now: float) -> float | None:
+    """Seconds from ``then`` to ``now`` (None when ``then`` is unknown)."""
+    return None if then is None else round(max(0.0, now - then), 3)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One worker heartbeat record, as ``queue status`` shows it."""
+
+    name: str
+    host: str
+    model: str
+    adapter: str | None
+    device: str
+    capacity: int
+    in_flight: int
+    tokens_per_second: float
+    jobs_done: int
+    draining: bool
+    heartbeat_age: float
+    stale: bool
+
+    @classmethod
+    def from_record(cls, record: WorkerRecord, now: float, stale_after: float) -> WorkerView:
+        """The view of a record written by :meth:`komt_bot.worker.Worker.record`."""
+        age = record.age(now)
+        return cls(
+            name=record.name,
+            host=record.host,
+            model=record.model,
+            adapter=record.adapter,
+            device=record.device,
+            capacity=record.capacity,
+            in_flight=record.in_flight,
+            tokens_per_second=record.tokens_per_second,
+            jobs_done=record.jobs_done,
+            draining=record.draining,
+            heartbeat_age=round(age, 3),
+            stale=age > stale_after,
+        )
+
+    @property
+    def serving(self) -> bool:
+        """Fresh and taking jobs."""
+        return not self.stale and not self.draining
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentView:
+    """One adapter heartbeat record (``component:{name}``)."""
+
+    component: str
+    host: str
+    heartbeat_age: float
+    stale: bool
+
+    @classmethod
+    def from_record(cls, record: ComponentRecord, now: float) -> ComponentView:
+        """The view of a record written by :func:`komt_bot.chat.presence.adapter_heartbeat`."""
+        return cls(
+            component=record.component,
+            host=record.host,
+            heartbeat_age=round(record.age(now), 3),
+            stale=record.stale(now),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A job a worker has claimed and not yet acknowledged."""
+
+    job_id: str
+    worker: str
+    platform: str
+    channel: str
+    running_seconds: float | None
+    idle_seconds: float
+    deliveries: int
+    worker_live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """Everything ``komt-bot queue status`` shows."""
+
+    prefix: str
+    waiting: int
+    running: int
+    oldest_waiting_seconds: float | None
+    dead_letter: int
+    recent_seconds: float
+    recent: dict[str, int]
+    totals: dict[str, int]
+    stale_after_seconds: float
+    workers: list[WorkerView] = field(default_factory=list)
+    components: list[ComponentView] = field(default_factory=list)
+    running_jobs: list[RunningJob] = field(default_factory=list)
+
+    @property
+    def orphaned(self) -> list[RunningJob]:
+        """Running jobs whose worker has no fresh heartbeat record."""
+        return [job for job in self.running_jobs if not job.worker_live]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data (no secrets in it)."""
+        return {**asdict(self), "orphaned": len(self.orphaned)}
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One line of ``komt-bot queue jobs``: never more than a preview of the question."""
+
+    job_id: str
+    state: str
+    platform: str
+    channel: str
+    attempt: int
+    worker: str
+    error_code: str
+    created: float | None
+    started: float | None
+    finished: float | None
+    question: str
+
+    @property
+    def shown_state(self) -> str:
+        """The state, with ``dead_letter`` spelled out for dead-lettered failures."""
+        return DEAD_LETTER_STATE if self.error_code == DEAD_LETTER_STATE else self.state
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {**asdict(self), "shown_state": self.shown_state}
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    """One job in full: its record, the conversation and its events so far."""
+
+    job_id: str
+    record: JobRecord
+    conversation: list[dict[str, str]]
+    position: int | None
+    events: list[Event]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data (the raw request is replaced by the parsed conversation)."""
+        return {
+            "job_id": self.job_id,
+            "record": self.record.public_fields(),
+            "conversation": self.conversation,
+            "position": self.position,
+            "events": [e.model_dump(exclude_defaults=True) for e in self.events],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueResult:
+    """What one requeue did."""
+
+    job_id: str
+    previous_state: str
+    dead_letter_removed: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    """What a purge would touch, for the confirmation question."""
+
+    waiting: list[str]
+    running: list[str]
+    dead_letter: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """What a purge did."""
+
+    cancelled_waiting: int
+    stopped_running: int
+    dead_letter_dropped: int
+    running_left: int
+
+
+def summary(record: JobRecord) -> JobSummary:
+    """One listing line of a job."""
+    return JobSummary(
+        job_id=record.job_id,
+        state=record.state,
+        platform=record.platform,
+        channel=record.channel,
+        attempt=record.attempt,
+        worker=record.worker,
+        error_code=record.error_code,
+        created=record.created,
+        started=record.started,
+        finished=record.finished,
+        question=preview(record.question),
+    )
+
+
+def conversation_json(record: JobRecord) -> list[dict[str, str]]:
+    """The conversation as JSON-ready turns."""
+    return [{"role": turn.role, "text": turn.text} for turn in record.conversation]
