@@ -18,7 +18,8 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from komt_bot.cli import app
-from komt_bot.cli.queue import redis_location, seconds, watch_status
+from komt_bot.cli.queue import redis_location, watch_status
+from komt_bot.cli.render import seconds
 from komt_bot.jobs import ClaimedJob, JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue
 from komt_bot.queue.inspect import QueueAdmin

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,12 +20,14 @@ import typer
 from rich.console import Console
 
 from komt_bot.bench import bench_command
-from komt_bot.cli.queue import health_command, queue_app
-from komt_bot.errors import ConfigError, KomtError
+from komt_bot.cli.boundary import KomtGroup
+from komt_bot.cli.health import health_command
+from komt_bot.cli.queue import queue_app
 from komt_bot.logs import setup_logging
 from komt_bot.settings import Settings, load_settings
 
 app = typer.Typer(
+    cls=KomtGroup,
     help="komt-bot: the komt Korean LLM in Slack, Discord and the terminal.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -152,12 +153,5 @@ def show_settings(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: komt-bot's errors become one line and an exit code."""
-    try:
-        app(args=argv, standalone_mode=True)
-    except ConfigError as e:
-        Console(stderr=True).print(f"[red]configuration error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KomtError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+    """Console-script entry point (errors become one line and an exit code in :class:`KomtGroup`)."""
+    app(args=argv, standalone_mode=True)

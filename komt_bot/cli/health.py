@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
-from komt_bot.errors import KomtError
+import typer
+
+from komt_bot.errors import ConfigError, KomtError
 from komt_bot.queue.inspect import QueueAdmin, open_admin
 from komt_bot.queue.views import ComponentView, WorkerView
-from komt_bot.settings import Settings
+from komt_bot.settings import Settings, load_settings
 
 COMPONENTS = ("worker", "slack", "discord")
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -115,3 +119,27 @@ async def check_health(
         return Health(False, f"Redis did not answer within {timeout:g} s")
     except KomtError as e:
         return Health(False, str(e))
+
+
+def health_command(
+    max_wait: Annotated[
+        float | None, typer.Option("--max-wait", help="also unhealthy when the oldest waiting job waited this long (s)")
+    ] = None,
+    component: Annotated[
+        str, typer.Option("--component", help=f"whose heartbeat to check: {', '.join(COMPONENTS)}")
+    ] = "worker",
+    local: Annotated[
+        bool, typer.Option("--local", help="only heartbeats from this host (a container checking its own process)")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for Redis", min=0.1)] = DEFAULT_TIMEOUT_SECONDS,
+) -> None:
+    """Exit 0 when Redis answers and a heartbeat is fresh (and the queue moves), else 1 with the reason."""
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        print(f"unhealthy: configuration error: {e}")
+        raise typer.Exit(1) from e
+    verdict = asyncio.run(check_health(settings, component=component, local=local, max_wait=max_wait, timeout=timeout))
+    print(verdict.line)
+    sys.stdout.flush()
+    raise typer.Exit(0 if verdict.ok else 1)

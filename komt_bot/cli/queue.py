@@ -1,4 +1,4 @@
-"""The admin CLI: ``komt-bot queue status|jobs|show|cancel|requeue|purge`` and ``komt-bot health``.
+"""The admin CLI: ``komt-bot queue status|jobs|show|cancel|requeue|purge``.
 
 Every verb prints what it found or did (a rich table, or JSON with ``--json``); an unknown job id, a job in the
 wrong state or an unreachable Redis is one line on stderr and exit code 1 (2 for a bad setting). Listings show at
@@ -11,23 +11,19 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
-from komt_bot.cli.health import COMPONENTS, DEFAULT_TIMEOUT_SECONDS, check_health
-from komt_bot.errors import ConfigError, KomtError
-from komt_bot.jobs import Event
+from komt_bot.cli.boundary import UsageProblem, fail
+from komt_bot.cli.render import render_detail, render_jobs, render_status
 from komt_bot.queue.inspect import LISTABLE_STATES, QueueAdmin, open_admin
-from komt_bot.queue.views import JobDetail, JobSummary, PurgePlan, QueueStatus, RunningJob, WorkerView
+from komt_bot.queue.views import PurgePlan, QueueStatus
 from komt_bot.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -41,16 +37,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON for scripts
 # -- running an admin action --------------------------------------------------------------------------------------
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    Console(stderr=True).print(Text(message), highlight=False)
-    raise typer.Exit(code)
-
-
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as e:
-        _fail(f"configuration error: {e}", 2)
+    return load_settings()
 
 
 def _with_admin(settings: Settings, action: Callable[[QueueAdmin], Awaitable[T]]) -> T:
@@ -60,12 +48,7 @@ def _with_admin(settings: Settings, action: Callable[[QueueAdmin], Awaitable[T]]
         async with open_admin(settings) as admin:
             return await action(admin)
 
-    try:
-        return asyncio.run(main())
-    except ConfigError as e:
-        _fail(f"configuration error: {e}", 2)
-    except KomtError as e:
-        _fail(f"error: {e}")
+    return asyncio.run(main())
 
 
 def _print_json(data: Any) -> None:
@@ -81,115 +64,6 @@ def redis_location(settings: Settings) -> str | None:
         return parts.geturl()
     host = f"{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}"))
-
-
-# -- formatting ---------------------------------------------------------------------------------------------------
-
-
-def seconds(value: float | None) -> str:
-    """A duration for people: ``4.2s``, ``3m12s``, ``2h05m``; ``-`` for none."""
-    if value is None:
-        return "-"
-    if value < 60:
-        return f"{value:.1f}s"
-    if value < 3600:
-        return f"{int(value // 60)}m{int(value % 60):02d}s"
-    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
-
-
-def clock(value: float | None) -> str:
-    """A unix time as local date and time, ``-`` for none."""
-    return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-
-
-_FLEXIBLE = frozenset({"model", "question", "text", "details", "value"})  # these give way (cut or wrapped) when narrow
-_WHOLE = frozenset({"job"})  # never cut: an operator copies these
-
-
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False)
-    for column in columns:
-        if column in _FLEXIBLE:
-            table.add_column(column, overflow="fold", ratio=1, min_width=8)
-        else:
-            table.add_column(column, no_wrap=True, min_width=16 if column in _WHOLE else len(column))
-    return table
-
-
-def _row(table: Table, *cells: object) -> None:
-    table.add_row(*(Text(str(cell)) for cell in cells))  # Text: a question or name may contain rich markup
-
-
-# -- queue status -------------------------------------------------------------------------------------------------
-
-
-def _summary_table(status: QueueStatus) -> Table:
-    table = _table(f"komt queue '{status.prefix}'", "field", "value")
-    table.show_header = False
-    running = f"{status.running}" + (f" ({len(status.orphaned)} with no live worker)" if status.orphaned else "")
-    window = f"last {status.recent_seconds / 60:g} min"
-    _row(table, "waiting", status.waiting)
-    _row(table, "oldest waiting", seconds(status.oldest_waiting_seconds))
-    _row(table, "running", running)
-    _row(table, "dead-letter", status.dead_letter)
-    _row(table, window, " · ".join(f"{k} {v}" for k, v in status.recent.items()))
-    _row(table, "total", " · ".join(f"{k} {v}" for k, v in status.totals.items()))
-    return table
-
-
-def _worker_state(worker: WorkerView, stale_after: float) -> str:
-    if worker.stale:
-        return f"STALE (no heartbeat for > {stale_after:g}s)"
-    return "draining" if worker.draining else "ok"
-
-
-def _workers_table(status: QueueStatus) -> RenderableType:
-    if not status.workers:
-        return Text("no live worker: waiting jobs stay queued until one starts (komt-bot worker)")
-    table = _table("workers", "name", "host", "model", "capacity", "in flight", "tokens/s", "heartbeat", "state")
-    for w in status.workers:
-        state = _worker_state(w, status.stale_after_seconds)
-        age = f"{seconds(w.heartbeat_age)} ago"
-        _row(table, w.name, w.host, w.model, w.capacity, w.in_flight, f"{w.tokens_per_second:g}", age, state)
-    return table
-
-
-def _running_note(job: RunningJob) -> str:
-    return "ok" if job.worker_live else "STALE: no live worker"
-
-
-def _running_table(status: QueueStatus) -> Table:
-    table = _table("running jobs", "job", "worker", "platform", "channel", "running", "idle", "tries", "state")
-    for job in status.running_jobs:
-        _row(
-            table,
-            job.job_id,
-            job.worker,
-            job.platform,
-            job.channel,
-            seconds(job.running_seconds),
-            seconds(job.idle_seconds),
-            job.deliveries,
-            _running_note(job),
-        )
-    return table
-
-
-def _components_table(status: QueueStatus) -> Table:
-    table = _table("adapters", "component", "host", "heartbeat", "state")
-    for c in status.components:
-        _row(table, c.component, c.host, f"{seconds(c.heartbeat_age)} ago", "STALE" if c.stale else "ok")
-    return table
-
-
-def render_status(status: QueueStatus) -> RenderableType:
-    """The ``queue status`` screen: summary, workers, adapters and running jobs."""
-    parts: list[RenderableType] = [_summary_table(status), Text(""), _workers_table(status)]
-    if status.components:
-        parts += [Text(""), _components_table(status)]
-    if status.running_jobs:
-        parts += [Text(""), _running_table(status)]
-    return Group(*parts)
 
 
 def status_json(status: QueueStatus, settings: Settings) -> dict[str, Any]:
@@ -243,49 +117,9 @@ def status_command(
         Console().print(render_status(status))
 
 
-# -- jobs and show ------------------------------------------------------------------------------------------------
-
-
-def _waited(job: JobSummary, now: float) -> float | None:
-    if job.created is None:
-        return None
-    end = job.started or job.finished or now
-    return max(0.0, end - job.created)
-
-
-def _ran(job: JobSummary, now: float) -> float | None:
-    if job.started is None:
-        return None
-    return max(0.0, (job.finished or now) - job.started)
-
-
-def render_jobs(jobs: list[JobSummary], now: float) -> RenderableType:
-    """The ``queue jobs`` table (question previews only)."""
-    if not jobs:
-        return Text("no jobs")
-    columns = ("job", "state", "platform", "channel", "try", "created", "waited", "ran", "worker", "question")
-    table = _table("recent jobs", *columns)
-    for job in jobs:
-        created = f"{seconds(now - job.created)} ago" if job.created else "-"
-        _row(
-            table,
-            job.job_id,
-            job.shown_state,
-            job.platform,
-            job.channel,
-            job.attempt,
-            created,
-            seconds(_waited(job, now)),
-            seconds(_ran(job, now)),
-            job.worker or "-",
-            job.question,
-        )
-    return table
-
-
 def _check_state(state: str | None) -> None:
     if state is not None and state not in LISTABLE_STATES:
-        _fail(f"error: unknown state {state!r}: use one of {', '.join(LISTABLE_STATES)}")
+        raise UsageProblem(f"unknown state {state!r}: use one of {', '.join(LISTABLE_STATES)}")
 
 
 @queue_app.command("jobs")
@@ -302,77 +136,6 @@ def jobs_command(
         _print_json([job.to_json() for job in jobs])
     else:
         Console().print(render_jobs(jobs, time.time()))
-
-
-_SHOWN_FIELDS = (
-    "state",
-    "attempt",
-    "platform",
-    "channel",
-    "thread",
-    "message",
-    "user",
-    "worker",
-    "finish_reason",
-    "usage",
-    "error_code",
-    "error",
-    "previous_error",
-)
-
-
-def _record_table(detail: JobDetail) -> Table:
-    record = detail.record.public_fields()
-    table = _table(f"job {detail.job_id}", "field", "value")
-    table.show_header = False
-    for key in _SHOWN_FIELDS:
-        if record.get(key):
-            _row(table, key, record[key])
-    if detail.position is not None:
-        _row(table, "position", f"{detail.position} job(s) ahead")
-    for key in ("created", "started", "finished", "requeued"):
-        if record.get(key):
-            _row(table, key, clock(float(record[key])))
-    return table
-
-
-def _event_rows(events: list[Event]) -> list[tuple[str, str]]:
-    """One row per event, consecutive deltas merged into one (their text joined)."""
-    rows: list[tuple[str, str]] = []
-    deltas: list[str] = []
-    for event in events:
-        if event.type == "delta":
-            deltas.append(event.text)
-            continue
-        if deltas:
-            rows.append((f"delta ×{len(deltas)}", "".join(deltas)))
-            deltas = []
-        rows.append((event.type, _event_text(event)))
-    if deltas:
-        rows.append((f"delta ×{len(deltas)}", "".join(deltas)))
-    return rows
-
-
-def _event_text(event: Event) -> str:
-    if event.type == "start":
-        return f"attempt {event.attempt}"
-    if event.type == "done":
-        usage = f" {json.dumps(event.usage)}" if event.usage else ""
-        return f"{event.finish_reason}{usage}"
-    return f"{event.code}: {event.message}"
-
-
-def render_detail(detail: JobDetail) -> RenderableType:
-    """The ``queue show`` screen: the record, the whole conversation, then the events so far."""
-    parts: list[RenderableType] = [_record_table(detail), Text("")]
-    conversation = _table("conversation", "role", "text")
-    for turn in detail.conversation:
-        _row(conversation, turn["role"], turn["text"])
-    events = _table("events", "event", "details")
-    for kind, text in _event_rows(detail.events):
-        _row(events, kind, text)
-    parts += [conversation, Text(""), events if detail.events else Text("no events yet")]
-    return Group(*parts)
 
 
 @queue_app.command("show")
@@ -436,7 +199,7 @@ def requeue_command(
 ) -> None:
     """Queue a failed or cancelled job again, from attempt 0, at the back of the queue."""
     if (job_id is None) == (not dead_letter_all):
-        _fail("error: give a job id or --dead-letter-all (not both)")
+        raise UsageProblem("give a job id or --dead-letter-all (not both)")
     settings = _settings()
     if job_id is None:
         result = _with_admin(settings, _requeue_all)
@@ -479,7 +242,7 @@ def purge_command(
         print(f"nothing to purge: no waiting jobs{left}")
         return
     if not yes and not typer.confirm(_purge_question(plan, force=force, dead_letter=dead_letter), err=True):
-        _fail("purge aborted: nothing changed")
+        fail("purge aborted: nothing changed")
     result = _with_admin(settings, lambda a: a.purge(plan, force=force, dead_letter=dead_letter))
     if as_json:
         _print_json(dataclasses.asdict(result))
@@ -491,30 +254,3 @@ def purge_command(
         print(f"left {result.running_left} running job(s) alone (--force stops them)")
     if dead_letter:
         print(f"dropped {result.dead_letter_dropped} dead-letter entry(ies)")
-
-
-# -- health -------------------------------------------------------------------------------------------------------
-
-
-def health_command(
-    max_wait: Annotated[
-        float | None, typer.Option("--max-wait", help="also unhealthy when the oldest waiting job waited this long (s)")
-    ] = None,
-    component: Annotated[
-        str, typer.Option("--component", help=f"whose heartbeat to check: {', '.join(COMPONENTS)}")
-    ] = "worker",
-    local: Annotated[
-        bool, typer.Option("--local", help="only heartbeats from this host (a container checking its own process)")
-    ] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for Redis", min=0.1)] = DEFAULT_TIMEOUT_SECONDS,
-) -> None:
-    """Exit 0 when Redis answers and a heartbeat is fresh (and the queue moves), else 1 with the reason."""
-    try:
-        settings = load_settings()
-    except ConfigError as e:
-        print(f"unhealthy: configuration error: {e}")
-        raise typer.Exit(1) from e
-    verdict = asyncio.run(check_health(settings, component=component, local=local, max_wait=max_wait, timeout=timeout))
-    print(verdict.line)
-    sys.stdout.flush()
-    raise typer.Exit(0 if verdict.ok else 1)
