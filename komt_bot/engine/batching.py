@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-from komt_bot.engine.base import EngineInfo, EngineStats, GenerationRequest, SamplingParams
+from komt_bot.engine.base import GenerationRequest, SamplingParams
 from komt_bot.engine.common import EngineCore
 from komt_bot.engine.loading import LoadedModel
 from komt_bot.engine.reply import ReplyDecoder
@@ -133,11 +133,13 @@ def request_sampling_kwargs(sampling: SamplingParams, vocab_size: int) -> dict[s
     return {"temperature": float(sampling.temperature), "top_p": float(top_p), "top_k": int(top_k)}
 
 
-class BatchingEngine:
+class BatchingEngine(EngineCore):
     """Decodes up to ``max_batch_size`` requests together with transformers' continuous batching manager."""
 
+    kind = "batching"
+
     def __init__(self, loaded: LoadedModel, model: ModelSettings, generation: GenerationSettings) -> None:
-        self._core = EngineCore(loaded, model, generation)
+        super().__init__(loaded, model, generation)
         self._vocab_size = int(loaded.model.config.vocab_size)
         self._manager: Any = None
         self._kv_blocks: int | None = None  # decided with the first manager; a restarted one gets the same
@@ -152,14 +154,9 @@ class BatchingEngine:
     # ------------------------------------------------------------------ the Engine interface
 
     @property
-    def info(self) -> EngineInfo:
-        """Model, device and capacity (``max_batch_size``) for the worker's heartbeat."""
-        return self._core.describe(kind="batching", capacity=self._core.model_settings.max_batch_size)
-
-    @property
-    def stats(self) -> EngineStats:
-        """Requests per model step (``batch_sizes``), generated tokens and manager restarts."""
-        return self._core.stats
+    def capacity(self) -> int:
+        """``max_batch_size`` requests at once."""
+        return self.model_settings.max_batch_size
 
     @property
     def manager(self) -> Any:
@@ -170,10 +167,6 @@ class BatchingEngine:
     def in_flight(self) -> int:
         """Requests being generated now."""
         return len(self._in_flight)
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens ``text`` takes in this model's tokenizer (without BOS)."""
-        return self._core.count_tokens(text)
 
     def generate(self, request: GenerationRequest) -> RequestStream:
         """Stream the answer to ``request``; see :class:`komt_bot.engine.base.GenerationStream`."""
@@ -200,12 +193,12 @@ class BatchingEngine:
             self._bind_loop()
             if channel.request_id in self._in_flight:
                 raise EngineError(f"request {channel.request_id!r} is already running")
-            prompt_ids = self._core.encode_prompt(channel.request)
+            prompt_ids = self.encode_prompt(channel.request)
         except EngineError as e:
             channel.finish("", "error", error=str(e))
             return
         channel.prompt_tokens = len(prompt_ids)
-        item = _InFlight(channel, self._core.new_decoder(channel.request.sampling), prompt_ids)
+        item = _InFlight(channel, self.new_decoder(channel.request.sampling), prompt_ids)
         channel.on_cancel = self._on_cancel
         self._in_flight[channel.request_id] = item
         self._ensure_watchdog()
@@ -268,8 +261,8 @@ class BatchingEngine:
     def _measure_cache_blocks(self, page_size: int) -> int:
         import torch
 
-        settings, generation = self._core.model_settings, self._core.generation
-        loaded = self._core.loaded
+        settings, generation = self.model_settings, self.generation
+        loaded = self.loaded
         if loaded.plan.device != "cuda" or settings.kv_cache_blocks is not None:
             return kv_cache_blocks(settings, generation, page_size)
         free_bytes, _total = torch.cuda.mem_get_info()
@@ -288,17 +281,17 @@ class BatchingEngine:
     def _new_manager(self) -> Any:
         from transformers import ContinuousBatchingConfig
 
-        settings, generation = self._core.model_settings, self._core.generation
-        page_size = CUDA_PAGE_SIZE if self._core.loaded.plan.device == "cuda" else CPU_PAGE_SIZE
+        settings, generation = self.model_settings, self.generation
+        page_size = CUDA_PAGE_SIZE if self.loaded.plan.device == "cuda" else CPU_PAGE_SIZE
         config = ContinuousBatchingConfig(
             page_size=page_size,
             num_blocks=self._cache_blocks(page_size),
-            max_batch_tokens=step_tokens(settings, self._core.loaded.plan.device),
+            max_batch_tokens=step_tokens(settings, self.loaded.plan.device),
             max_requests_per_batch=settings.max_batch_size,
             per_request_processors=True,
         )
-        manager = self._core.loaded.model.init_continuous_batching(
-            generation_config=manager_generation_config(generation, self._core.eos_ids, self._vocab_size),
+        manager = self.loaded.model.init_continuous_batching(
+            generation_config=manager_generation_config(generation, self.eos_ids, self._vocab_size),
             continuous_batching_config=config,
         )
         manager.start()
@@ -316,7 +309,7 @@ class BatchingEngine:
             return
         new_tokens = list(output.generated_tokens)[len(item.tokens) - item.offset :]
         item.tokens.extend(new_tokens)
-        self._core.stats.generated_tokens += len(new_tokens)
+        self._stats.generated_tokens += len(new_tokens)
         step = item.decoder.feed(new_tokens)
         item.channel.completion_tokens = item.decoder.completion_tokens
         if step.finish_reason is None and output.is_finished():
@@ -363,7 +356,7 @@ class BatchingEngine:
     def _flush_batch(self) -> None:
         batch = self._batch
         if batch.seen:
-            self._core.record_batch(len(batch.seen))
+            self.record_batch(len(batch.seen))
         batch.seen = set()
         batch.flush_scheduled = False
 
@@ -392,7 +385,7 @@ class BatchingEngine:
         old, self._manager = self._manager, None
         reason = _death_reason(old)
         log.error("generation thread died (%s): restarting it with %d requests", reason, len(self._in_flight))
-        self._core.stats.restarts += 1
+        self._stats.restarts += 1
         self._restarting = True
         try:
             await asyncio.to_thread(_stop_manager, old)

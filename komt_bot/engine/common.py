@@ -13,7 +13,13 @@ MAX_RECORDED_BATCHES = 10_000  # stats.batch_sizes keeps this many recent entrie
 
 
 class EngineCore:
-    """The parts of an engine that do not depend on how requests are scheduled."""
+    """The base class of the built-in engines: everything that does not depend on how requests are scheduled.
+
+    A subclass names its ``kind`` and ``capacity`` and implements ``generate`` and ``close``; the rest of the
+    :class:`~komt_bot.engine.base.Engine` interface (``info``, ``stats``, ``count_tokens``) lives here.
+    """
+
+    kind = "local"
 
     def __init__(self, loaded: LoadedModel, model: ModelSettings, generation: GenerationSettings) -> None:
         self.loaded = loaded
@@ -21,18 +27,29 @@ class EngineCore:
         self.generation = generation
         self.token_bytes = TokenBytes.from_tokenizer(loaded.tokenizer)
         self.eos_ids = loaded.eos_token_ids
-        self.stats = EngineStats()
+        self._stats = EngineStats()
 
-    def describe(self, *, kind: str, capacity: int) -> EngineInfo:
-        """The heartbeat description of this engine."""
+    @property
+    def capacity(self) -> int:
+        """Requests this engine generates at once."""
+        return 1
+
+    @property
+    def info(self) -> EngineInfo:
+        """Model, device and capacity for the worker's presence record."""
         return EngineInfo(
             model=self.loaded.base,
             adapter=self.loaded.adapter,
             device=str(self.loaded.device),
             quantization=self.loaded.plan.quantization,
-            capacity=capacity,
-            kind=kind,
+            capacity=self.capacity,
+            kind=self.kind,
         )
+
+    @property
+    def stats(self) -> EngineStats:
+        """Requests per model step (``batch_sizes``), generated tokens and restarts."""
+        return self._stats
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes, without the BOS token a prompt starts with."""
@@ -59,7 +76,7 @@ class EngineCore:
 
     def record_batch(self, size: int) -> None:
         """Note that ``size`` requests advanced together in one model step."""
-        sizes = self.stats.batch_sizes
+        sizes = self._stats.batch_sizes
         sizes.append(size)
         if len(sizes) > 2 * MAX_RECORDED_BATCHES:
             del sizes[:-MAX_RECORDED_BATCHES]

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from komt_bot.engine.base import EngineInfo, EngineStats, GenerationRequest, SamplingParams
+from komt_bot.engine.base import GenerationRequest, SamplingParams
 from komt_bot.engine.common import EngineCore
 from komt_bot.engine.loading import LoadedModel
 from komt_bot.engine.stream import RequestChannel, RequestStream
@@ -67,31 +67,19 @@ def cache_argument_name(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
-class SequentialEngine:
+class SequentialEngine(EngineCore):
     """Serves one request at a time (capacity 1)."""
 
+    kind = "sequential"
+
     def __init__(self, loaded: LoadedModel, model: ModelSettings, generation: GenerationSettings) -> None:
-        self._core = EngineCore(loaded, model, generation)
+        super().__init__(loaded, model, generation)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="komt-sequential")
         self._turn: asyncio.Lock | None = None
         self._turn_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._cache_kwarg = cache_argument_name(loaded.model)
-
-    @property
-    def info(self) -> EngineInfo:
-        """Model, device and capacity (1) for the worker's heartbeat."""
-        return self._core.describe(kind="sequential", capacity=1)
-
-    @property
-    def stats(self) -> EngineStats:
-        """Batch sizes (always 1), generated tokens, restarts (always 0)."""
-        return self._core.stats
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens ``text`` takes in this model's tokenizer (without BOS)."""
-        return self._core.count_tokens(text)
 
     def generate(self, request: GenerationRequest) -> RequestStream:
         """Stream the answer to ``request``; see :class:`komt_bot.engine.base.GenerationStream`."""
@@ -135,16 +123,16 @@ class SequentialEngine:
 
     async def _run(self, channel: RequestChannel) -> None:
         request = channel.request
-        prompt_ids = self._core.encode_prompt(request)
+        prompt_ids = self.encode_prompt(request)
         channel.prompt_tokens = len(prompt_ids)
-        decoder = self._core.new_decoder(request.sampling)
-        sampler = Sampler(request.sampling, len(self._core.token_bytes))
+        decoder = self.new_decoder(request.sampling)
+        sampler = Sampler(request.sampling, len(self.token_bytes))
         state = _DecodeState(next_input=prompt_ids)
         loop = asyncio.get_running_loop()
         while not channel.done:  # a cancel marks the channel done: stop between tokens
             token = await loop.run_in_executor(self._executor, self._step, state, sampler)
-            self._core.record_batch(1)
-            self._core.stats.generated_tokens += 1
+            self.record_batch(1)
+            self._stats.generated_tokens += 1
             step = decoder.feed([token])
             channel.completion_tokens = decoder.completion_tokens
             if step.finish_reason is not None:
@@ -157,7 +145,7 @@ class SequentialEngine:
         import torch
         from transformers import DynamicCache
 
-        model = self._core.loaded.model
+        model = self.loaded.model
         if state.cache is None:
             state.cache = DynamicCache(config=model.config)
         with torch.inference_mode():
