@@ -25,6 +25,7 @@ STOP_REFUSED = "🙅 질문한 사람이나 관리자만 중단할 수 있습니
 EMPTY = "🤔 질문이 비어 있습니다. 멘션 뒤에 질문을 적어 주세요 / the question is empty: write it after the mention"
 BUSY = "🚦 지금은 요청이 많습니다. 잠시 후 다시 시도해 주세요 / the bot is busy, please try again in a moment"
 TIMEOUT = "⌛ 답변이 너무 오래 걸려 기다리기를 멈췄습니다 / the answer took too long, gave up waiting"
+RECONNECTING = "🔄 작업 대기열에 다시 연결하는 중… / reconnecting to the job queue…"
 QUEUE_DOWN = "🔌 작업 대기열에 연결할 수 없습니다. 관리자에게 알려 주세요 / cannot reach the job queue, tell an admin"
 NOT_ALLOWED = "🔒 이 채널이나 사용자에게는 허용되지 않았습니다 / komt-bot is not enabled here"
 DMS_OFF = "🔒 DM에서는 사용할 수 없습니다 / komt-bot does not answer direct messages"
@@ -76,6 +77,25 @@ def is_status(text: str) -> bool:
     return text in (BLANKED, EMPTY_ANSWER, "") or text.split(" ", 1)[0] in _status_marks()
 
 
+def strip_mark(text: str) -> str:
+    """The text without the reply editor's "still writing" mark."""
+    return text.removesuffix(WRITING_MARK)
+
+
+def answer_text(text: str) -> str:
+    """The answer in one of komt-bot's own messages: "" for a status line or placeholder, else the text without
+    the writing mark and without a status line the reply editor put after the answer (stopped, truncated, ...).
+
+    ``text`` is the message as a person reads it (already decoded from the platform's markup). Whitespace is
+    kept, so the pieces of a long answer join back exactly. Adapters use it to rebuild a conversation.
+    """
+    text = strip_mark(text)
+    if is_status(text):
+        return ""
+    head, separator, tail = text.rpartition("\n\n")
+    return head if separator and tail.strip() and is_status(tail) else text
+
+
 @functools.cache
 def _status_marks() -> frozenset[str]:
     """The leading emoji of every status line komt-bot writes instead of, or after, an answer."""
@@ -89,6 +109,7 @@ def _status_marks() -> frozenset[str]:
         BUSY,
         TIMEOUT,
         QUEUE_DOWN,
+        RECONNECTING,
         NOT_ALLOWED,
         DMS_OFF,
         TRUNCATED,

@@ -35,6 +35,10 @@ class QueueSettings(BaseModel):
     job_ttl_seconds: int = Field(86_400, ge=60, description="how long a finished job's record and output stay")
     idempotency_ttl_seconds: int = Field(86_400, ge=60)
     job_timeout_seconds: float = Field(600.0, gt=0, description="an adapter gives up waiting after this long")
+    outage_seconds: float = Field(
+        60.0, gt=0, description="Redis unreachable this long before readers, workers and adapters give up"
+    )
+    max_connections: int = Field(64, ge=4, description="Redis connections one process opens at most")
 
 
 class ModelSettings(BaseModel):

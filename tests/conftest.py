@@ -44,5 +44,6 @@ def settings(prefix: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
             monkeypatch.delenv(name)
     return load_settings(
         redis_url=REDIS_URL,
-        queue={"prefix": prefix, "claim_idle_seconds": 1.0, "heartbeat_seconds": 0.2},
+        # A short outage window: tests of a Redis that is gone should not wait the default minute.
+        queue={"prefix": prefix, "claim_idle_seconds": 1.0, "heartbeat_seconds": 0.2, "outage_seconds": 2.0},
     )

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 
+from komt_bot import messages
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.settings import DiscordSettings, Settings
@@ -797,6 +798,20 @@ class FakeDiscord:
         """A check for :meth:`final_pieces` and :meth:`wait_for`: the head of the answer to ``message``."""
         return lambda: self.first_reply(message)
 
+    @staticmethod
+    def answering(first: Callable[[], Json | None], expected: str) -> Callable[[], Json | None]:
+        """A check for :meth:`wait_for`: the head of an answer once it shows the start of ``expected`` itself.
+
+        A placeholder (queue position) or a notice never passes, however long it is: only the answer's own words.
+        """
+
+        def check() -> Json | None:
+            head = first()
+            shown = messages.strip_mark(head["content"]) if head else ""
+            return head if shown.strip() and expected.startswith(shown) else None
+
+        return check
+
     def original_of(self, interaction: _Interaction) -> Callable[[], Json | None]:
         """A check: the original response of ``interaction``, once it exists."""
         return lambda: self.messages.get(interaction.original) if interaction.original else None
@@ -912,7 +927,7 @@ async def running_bot(
     settings = settings.model_copy(update={"discord": discord_settings})
     queue = JobQueue(redis, settings.queue)
     errors = _ErrorLog()
-    loggers = [logging.getLogger(name) for name in ("discord", "adapters")]
+    loggers = [logging.getLogger(name) for name in ("discord", "adapters", "komt_bot.chat")]
     for logger in loggers:
         logger.addHandler(errors)
     task = asyncio.create_task(serve(settings, queue, metrics=metrics), name="discord-adapter")

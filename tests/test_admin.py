@@ -97,7 +97,10 @@ async def claim_one(queue: JobQueue, consumer: str) -> ClaimedJob:
 async def dead_letter(queue: JobQueue, text: str = "계속 실패하는 질문") -> str:
     """Submit a job and fail it retryably until it lands in the dead-letter stream; its id (call with none waiting)."""
     job_id = (await queue.submit(ask(text))).job_id
-    while await queue.fail(await claim_one(queue, "flaky"), code="engine_error", message="CUDA OOM", retryable=True):
+    while (
+        await queue.fail(await claim_one(queue, "flaky"), code="engine_error", message="CUDA OOM", retryable=True)
+        == "retried"
+    ):
         pass
     return job_id
 

@@ -7,10 +7,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
-from komt_bot.bench import PathResult, compute_ratios, load_questions, make_requests, median_run
+from komt_bot.bench import (
+    PathResult,
+    compute_ratios,
+    load_questions,
+    make_requests,
+    median_run,
+    settings_environment,
+    worker_environment,
+)
+from komt_bot.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +48,56 @@ def test_repeated_runs_keep_the_median() -> None:
     chosen = median_run([row("engine", 300), row("engine", 100), row("engine", 200)])
     assert chosen.tokens_per_second == 200
     assert "median of 3 runs" in chosen.note
+
+
+def changed(model: type[BaseModel], name: str) -> Any:
+    """A valid value of ``model.name`` other than its default (None where the default is not, else not None)."""
+    default = model.model_fields[name].get_default(call_default_factory=True)
+    candidates: list[Any] = [None]
+    if isinstance(default, bool):
+        candidates.append(not default)
+    elif isinstance(default, int | float):
+        candidates += [default + 1, default - 1, default / 2]
+    elif isinstance(default, str):
+        candidates += [f"{default}x", f"{default}x/"]
+    candidates += ["x", "/x", 64, 0.5, ["a", "b"], [7, 8], ("a", "b"), "redis://x:6379/1"]
+    candidates += list(getattr(model.model_fields[name].annotation, "__args__", ()))  # a Literal's other choices
+    for candidate in candidates:
+        try:
+            value = getattr(model.model_validate({name: candidate}), name)
+        except ValidationError:
+            continue
+        if value != default:
+            return candidate
+    raise AssertionError(f"no other value for {model.__name__}.{name}: teach this test its type")
+
+
+def test_the_worker_environment_carries_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every field of every section, changed from its default, comes back from the environment equal."""
+    for name in list(os.environ):
+        if name.startswith("KOMT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no config/komt-bot.toml
+    data: dict[str, Any] = {}
+    for name, info in Settings.model_fields.items():
+        section = info.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            data[name] = {field: changed(section, field) for field in section.model_fields}
+        else:
+            data[name] = changed(Settings, name)
+    settings = load_settings(**data)
+    assert settings.model.adapter is None and settings.worker.name is not None  # both ways of leaving a default
+    env = settings_environment(settings)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == settings
+    assert settings.redis_url is not None and env["KOMT_REDIS_URL"] == settings.redis_url.get_secret_value()
+
+    monkeypatch.setenv("KOMT_CONFIG", "elsewhere.toml")
+    worker = worker_environment(settings, settings.model, "komt-bench-x", 5)
+    assert "KOMT_CONFIG" not in worker and worker["KOMT_QUEUE__PREFIX"] == "komt-bench-x"
+    assert worker["KOMT_WORKER__CAPACITY"] == "5" and worker["KOMT_LOG__LEVEL"] == "WARNING"
+    assert "KOMT_METRICS__PORT" not in worker and worker["KOMT_MODEL"] == '{"adapter": null}'
 
 
 @pytest.mark.slow

@@ -42,15 +42,11 @@ async def test_stop_a_running_answer(settings: Settings, redis_client: aioredis.
         question = await bot.fake.user_message(world.channel, world.alice, "길게", mention_bot=True)
         head = bot.fake.reply_of(question)
 
-        def started() -> Json | None:
-            reply = head()
-            return reply if reply and len(reply["content"]) > 10 else None
-
         def stopped() -> Json | None:
             reply = head()
             return reply if reply and reply["content"].endswith(messages.STOPPED) else None
 
-        reply = await bot.fake.wait_for(started, what="the answer to start")
+        reply = await bot.fake.wait_for(bot.fake.answering(head, SLOW_ANSWER), what="the answer to start")
         click = await bot.fake.click(int(reply["id"]), world.alice)
         final = await bot.fake.wait_for(stopped, what="the answer to stop")
         assert bot.fake.is_final(final)

@@ -26,7 +26,7 @@ async def test_gateway_close_4000_resumes_and_the_answer_completes(
     async with running_bot(world, settings, redis_client, engine) as bot:
         question = await bot.fake.user_message(world.channel, world.alice, "질문", mention_bot=True)
         first = bot.fake.reply_of(question)
-        await bot.fake.wait_for(lambda: len((first() or {"content": ""})["content"]) > 20, what="the answer to start")
+        await bot.fake.wait_for(bot.fake.answering(first, SLOW_ANSWER), what="the answer to start")
 
         await bot.fake.disconnect(4000)
         await bot.fake.wait_for(lambda: bot.fake.resumes, what="a RESUME")
@@ -50,7 +50,7 @@ async def test_a_restarted_job_resets_the_reply_instead_of_doubling_it(
         question = await bot.fake.user_message(world.channel, world.alice, "질문", mention_bot=True)
         first = bot.fake.reply_of(question)
         async with running_worker(bot.queue, engine, settings, name="first-worker"):
-            await bot.fake.wait_for(lambda: len((first() or {"content": ""})["content"]) > 20, what="some answer")
+            await bot.fake.wait_for(bot.fake.answering(first, long_answer), what="some answer")
         async with running_worker(bot.queue, engine, settings, name="second-worker"):
             await bot.fake.final_pieces(first, long_answer)
 

@@ -8,10 +8,10 @@ import pytest
 
 import tests.fake_discord  # noqa: F401  (first: imports discord.py without its audioop warning)
 from adapters.discord.access import Asker, refusal
-from adapters.discord.conversation import answer_text
 from adapters.discord.sink import discord_length, thread_name
 from komt_bot import messages
 from komt_bot.jobs import Turn
+from komt_bot.messages import answer_text
 from komt_bot.prompt import merge_turns
 from komt_bot.settings import DiscordSettings
 

@@ -12,8 +12,9 @@ import pytest
 from transformers import LlamaConfig
 
 from komt_bot.engine import GenerationRequest, SamplingParams, load_engine
-from komt_bot.engine.batching import BatchingEngine, kv_block_bytes, kv_cache_blocks
+from komt_bot.engine.batching import BatchingEngine
 from komt_bot.engine.loading import LoadedModel, load_model
+from komt_bot.engine.policy import kv_block_bytes, kv_cache_blocks
 from komt_bot.settings import GenerationSettings, ModelSettings
 from tests.model_fixtures import collect, greedy_reference, joined, stop_across_tokens
 

@@ -24,7 +24,7 @@ from komt_bot.metrics import (
 from komt_bot.queue import JobQueue
 from komt_bot.settings import MetricsSettings, Settings
 from komt_bot.worker import Worker
-from komt_bot.worker.metrics import MeteredQueue, sampling
+from komt_bot.worker.metrics import MetricsHooks, sampling
 from tests.fake_engine import ScriptedEngine
 from tests.helpers import collect_events, eventually
 from tests.test_admin import ask
@@ -106,7 +106,7 @@ async def test_the_endpoint_serves_every_series_while_a_worker_runs_jobs(queue: 
             await queue.submit(ask(f"질문 {n}"))
         await eventually(lambda: _sampled(port, "komt_queue_depth", 3.0))
         engine = BatchingScriptedEngine("메트릭을 세는 중입니다. " * 3)
-        worker = Worker(MeteredQueue(queue, metrics), engine, settings, name="metered")
+        worker = Worker(queue, engine, settings, name="metered", hooks=MetricsHooks(queue, metrics))
         async with sampling(worker, metrics, interval=0.05):
             task = asyncio.create_task(worker.run())
             for job_id in await queue.redis.zrange(queue.keys.waiting, 0, -1):
@@ -154,7 +154,9 @@ async def _count_platform_calls(metrics: Metrics) -> None:
 
 async def test_failures_are_counted_by_outcome(queue: JobQueue, settings: Settings) -> None:
     metrics = Metrics()
-    worker = Worker(MeteredQueue(queue, metrics), ScriptedEngine("x" * 8, fail_with="CUDA error"), settings)
+    worker = Worker(
+        queue, ScriptedEngine("x" * 8, fail_with="CUDA error"), settings, hooks=MetricsHooks(queue, metrics)
+    )
     job_id = (await queue.submit(ask())).job_id
     task = asyncio.create_task(worker.run())
     events = await collect_events(queue, job_id)

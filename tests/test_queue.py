@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -69,9 +68,11 @@ async def test_a_queued_job_can_be_cancelled(queue: JobQueue, settings: Settings
     assert await queue.position(sub.job_id) is None
     engine = ScriptedEngine()
     async with running_worker(queue, engine, settings) as worker:
-        await asyncio.sleep(0.3)
-        assert worker.jobs_done == 0
-    assert engine.prompts == []  # the worker skipped it
+        later = await queue.submit(question("취소되지 않은 질문"))
+        await collect_events(queue, later.job_id)  # the worker got past the cancelled job's place in the queue
+        assert worker.jobs_done == 1
+    assert len(engine.prompts) == 1  # the worker skipped it: only the later question reached the engine
+    assert "취소되지 않은 질문" in engine.prompts[0]
     assert (await queue.job(sub.job_id)).state == "cancelled"
 
 
@@ -219,13 +220,18 @@ async def test_a_drain_deadline_hands_the_job_to_another_worker_first(
     assert float((await queue.job(sub.job_id)).raw["started"]) < float((await queue.job(later.job_id)).raw["started"])
 
 
-async def test_the_rate_limit_counts_per_user(queue: JobQueue) -> None:
+async def test_the_rate_limit_counts_per_user(redis_client: aioredis.Redis, settings: Settings) -> None:
+    now = [60.0 * 28_333_333 + 30]  # half a minute into a clock minute, whenever the test runs
+    queue = JobQueue(redis_client, settings.queue, clock=lambda: now[0])
     assert await queue.rate_limit("U1", 2) is None
     assert await queue.rate_limit("U1", 2) is None
     wait = await queue.rate_limit("U1", 2)
     assert wait is not None and 0 < wait <= 60
     assert await queue.rate_limit("U2", 2) is None
     assert await queue.rate_limit("U1", 0) is None
+    assert wait == 30
+    now[0] += wait  # the next minute counts afresh
+    assert await queue.rate_limit("U1", 2) is None
 
 
 async def test_redis_going_away_is_a_queue_error(settings: Settings) -> None:
@@ -243,7 +249,7 @@ async def test_redis_going_away_is_a_queue_error(settings: Settings) -> None:
 
 async def test_a_worker_recovers_when_redis_comes_back_empty(queue: JobQueue, settings: Settings) -> None:
     async with running_worker(queue, ScriptedEngine("다시 왔어요"), settings):
-        await asyncio.sleep(0.2)
+        await collect_events(queue, (await queue.submit(question("재시작 전"))).job_id)  # serving the stream
         await queue.redis.delete(queue.keys.jobs)  # what a Redis restart without persistence looks like
         sub = await queue.submit(question())
         events = await collect_events(queue, sub.job_id)

@@ -23,6 +23,7 @@ from komt_bot import messages
 from komt_bot.engine.base import Engine
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
+from komt_bot.queue.working import TextPiece
 from komt_bot.settings import Settings, load_settings
 from tests.fake_engine import ScriptedEngine
 from tests.fake_slack import (
@@ -599,13 +600,13 @@ async def test_a_restarted_job_resets_the_reply_instead_of_doubling_it(
         await until(lambda: s.placeholder(question.ts), what="the placeholder")
         await s.queue.ensure_group()
         (first,) = await s.queue.claim("hand-worker", 1)
-        await s.queue.publish(first.job_id, "delta", text="첫 번째 시도의 답변이 길게 이어집니다. " * 3)
+        await s.queue.publish_text([TextPiece(first, 1, "첫 번째 시도의 답변이 길게 이어집니다. " * 3)])
         await until(lambda: fake.calls_of("chat.startStream"), what="the first attempt to stream")
         await s.queue.requeue(first, error="worker lost")
         (second,) = await s.queue.claim("hand-worker", 1)
         assert second.attempt == 2
         await until(lambda: _updated_with(fake, messages.RESTARTED), what="the restart notice")
-        await s.queue.publish(second.job_id, "delta", text="두 번째 답변입니다.")
+        await s.queue.publish_text([TextPiece(second, 1, "두 번째 답변입니다.")])
         await s.queue.finish(second, state="done", finish_reason="stop", usage={})
         assert await s.final_reply(question.ts) == "두 번째 답변입니다."
         assert len(s.replies(question.ts)) == 1

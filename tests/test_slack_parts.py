@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from adapters.slack.events import (
-    answer_text,
     parse_message,
     plain_text,
     thread_conversation,
@@ -20,6 +19,7 @@ from komt_bot import messages
 from komt_bot.chat.editor import split_text
 from komt_bot.errors import ConfigError
 from komt_bot.jobs import Turn
+from komt_bot.messages import answer_text
 from komt_bot.settings import Settings, load_settings
 from tests.fake_slack import signed_headers
 

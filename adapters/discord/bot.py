@@ -2,14 +2,12 @@
 
 This module only connects: it points discord.py at the configured REST and gateway URLs, runs the client with
 a heartbeat record beside it, and falls back to running without the privileged message-content intent when the
-application has not been granted it. The client is in ``discord_client``, the questions in
-``discord_questions``, the reply sinks in ``discord_sink``.
+application has not been granted it. The client is in :mod:`adapters.discord.client`, the questions in
+:mod:`adapters.discord.questions`, the reply sinks in :mod:`adapters.discord.sink`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import aiohttp
@@ -19,7 +17,7 @@ import discord.http
 import yarl
 
 from adapters.discord.client import KomtDiscord
-from komt_bot.chat.presence import component_heartbeat
+from komt_bot.chat.presence import adapter_presence
 from komt_bot.errors import ConfigError, KomtError
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
@@ -48,12 +46,8 @@ async def serve(settings: Settings, queue: JobQueue, *, metrics: Metrics | None 
     token = settings.discord.token.get_secret_value()
     use_endpoints(settings.discord)
     clients: list[KomtDiscord] = []
-    heartbeat = asyncio.create_task(
-        component_heartbeat(queue, "discord", lambda: clients[-1].heartbeat_status() if clients else {}),
-        name="discord-heartbeat",
-    )
     message_content = settings.discord.message_content_intent
-    try:
+    async with adapter_presence(queue, "discord", lambda: clients[-1].heartbeat_status() if clients else {}):
         while True:
             client = KomtDiscord(settings, queue, message_content=message_content, metrics=metrics)
             clients.append(client)
@@ -68,10 +62,6 @@ async def serve(settings: Settings, queue: JobQueue, *, metrics: Metrics | None 
                     "(mentions and DMs work, reply chains and threads see only messages that mention the bot)"
                 )
                 message_content = False
-    finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
 
 
 async def _run(client: KomtDiscord, token: str) -> None:

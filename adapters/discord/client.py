@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -90,10 +89,7 @@ class KomtDiscord(discord.Client):
 
     async def close(self) -> None:
         """Cancel the replies in progress, then disconnect."""
-        tasks = list(self.questions.active)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.questions.replies.close()
         await super().close()
 
     def heartbeat_status(self) -> dict[str, Any]:
@@ -104,5 +100,5 @@ class KomtDiscord(discord.Client):
             "guilds": len(self.guilds),
             "latency_ms": round(self.latency * 1000, 1) if self.latency != float("inf") else None,
             "message_content": self.message_content,
-            "replies_in_progress": len(self.questions.active),
+            "replies_in_progress": len(self.questions.replies),
         }

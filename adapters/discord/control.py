@@ -7,7 +7,6 @@ interaction that asked. The Stop button carries that id in its ``custom_id``, so
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any, Protocol, runtime_checkable
 
@@ -15,8 +14,6 @@ import discord
 
 from komt_bot.jobs import JobRequest
 from komt_bot.queue import JobQueue
-
-log = logging.getLogger(__name__)
 
 STOP_LABEL = "중단 / Stop"
 STOP_PREFIX = "komt:stop:"

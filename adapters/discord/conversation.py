@@ -26,18 +26,6 @@ log = logging.getLogger(__name__)
 _TEXT_TYPES = (discord.MessageType.default, discord.MessageType.reply, discord.MessageType.chat_input_command)
 
 
-def answer_text(content: str) -> str:
-    """The answer in one of the bot's messages: "" for a status line or placeholder, without trailing status.
-
-    Whitespace is kept: the pieces of a long answer are joined back exactly.
-    """
-    text = content.removesuffix(messages.WRITING_MARK)
-    if messages.is_status(text):
-        return ""
-    head, separator, tail = text.rpartition("\n\n")
-    return head if separator and tail.strip() and messages.is_status(tail) else text
-
-
 def question_text(message: discord.Message, me_id: int) -> str:
     """A person's message without the bot's mention; other mentions read as ``@name``."""
     text = re.sub(rf"<@!?{me_id}>", "", message.content)
@@ -139,7 +127,7 @@ class ConversationReader:
             if item.type not in _TEXT_TYPES:
                 continue
             if item.author.id == me_id:
-                text = answer_text(item.content)
+                text = messages.answer_text(item.content)
                 role = "assistant"
             elif item.author.bot:
                 continue

@@ -7,10 +7,9 @@ person (Korean first); nothing about a person's message is logged beyond its len
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -18,21 +17,28 @@ import discord
 from adapters.discord.access import Asker, asker_of_interaction, asker_of_message, is_admin, refusal
 from adapters.discord.control import idempotency_key, job_for_origin
 from adapters.discord.conversation import ConversationReader, question_text
-from adapters.discord.sink import InteractionSink, MessageSink, discord_limits, thread_name
+from adapters.discord.sink import PLATFORM, InteractionSink, MessageSink, discord_limits, thread_name
 from komt_bot import messages
-from komt_bot.chat.ask import Refusal, admit, ask
+from komt_bot.chat.ask import Refusal, admit, ask, check
 from komt_bot.chat.editor import ReplyEditor, ReplySink
-from komt_bot.errors import KomtError, PromptError, QueueError
+from komt_bot.chat.sinks import platform_call
+from komt_bot.chat.stop import StopResult, stop_job
+from komt_bot.chat.tasks import ReplyTasks
+from komt_bot.errors import KomtError
 from komt_bot.jobs import JobRequest, Origin, Turn
 from komt_bot.metrics import Metrics
-from komt_bot.prompt import check_question
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 ALREADY_ENDED = "✅ 이미 끝난 답변입니다 / this answer has already ended"
+# What the presser of a Stop button is told privately; a stopped job's reply itself says "stopped".
+_STOP_REPLIES: dict[StopResult, str] = {
+    "refused": messages.STOP_REFUSED,
+    "ended": ALREADY_ENDED,
+    "queue_down": messages.QUEUE_DOWN,
+}
 _QUESTION_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -52,7 +58,7 @@ class Questions:
         self.metrics = metrics
         self._me = me
         self._reader = ConversationReader(queue, history_limit=settings.discord.history_limit)
-        self.active: set[asyncio.Task[Any]] = set()
+        self.replies = ReplyTasks(PLATFORM)  # each runs in discord.py's task for its event; close() cancels them
 
     # -- mentions, DMs, replies -------------------------------------------------------------------------------
 
@@ -86,7 +92,7 @@ class Questions:
         if not raw and not self._addressed(message, me.id):
             return  # without the message-content intent a plain reply arrives empty: not ours to judge
         log.info("discord: question in channel %s from %s (%d chars)", message.channel.id, message.author.id, len(raw))
-        await self._tracked(self._answer_message(message, raw, me.id))
+        await self.replies.track(self._answer_message(message, raw, me.id))
 
     async def _answer_message(self, message: discord.Message, raw: str, me_id: int) -> None:
         asker = asker_of_message(message)
@@ -103,7 +109,8 @@ class Questions:
 
     async def _reply_text(self, message: discord.Message, text: str) -> None:
         try:
-            await message.reply(text, mention_author=False)
+            with platform_call(self.metrics, PLATFORM):
+                await message.reply(text, mention_author=False)
         except discord.HTTPException as e:
             log.warning("discord: could not reply to message %s: %s", message.id, e)
 
@@ -115,16 +122,17 @@ class Questions:
             "discord: /ask in channel %s from %s (%d chars)", interaction.channel_id, interaction.user.id, len(question)
         )
         asker = asker_of_interaction(interaction)
-        problem = refusal(self.settings.discord, asker) or self._invalid(question)
-        if problem is not None:
-            await interaction.response.send_message(self._refused("refused", problem), ephemeral=True)
+        problem = self._not_allowed(asker) or check(question, self.settings.limits)
+        if isinstance(problem, Refusal):
+            self._count(problem.kind)
+            await interaction.response.send_message(problem.text, ephemeral=True)
             return
         try:
             await interaction.response.defer(thinking=True)
         except discord.HTTPException as e:  # already answered (a redelivered interaction) or expired
             log.warning("discord: could not defer interaction %s: %s", interaction.id, e)
             return
-        await self._tracked(self._answer_interaction(interaction, asker, question))
+        await self.replies.track(self._answer_interaction(interaction, asker, question))
 
     async def _answer_interaction(self, interaction: discord.Interaction[Any], asker: Asker, question: str) -> None:
         sink = InteractionSink(interaction, metrics=self.metrics)
@@ -140,27 +148,20 @@ class Questions:
 
     # -- shared -----------------------------------------------------------------------------------------------
 
-    def _invalid(self, question: str) -> str | None:
-        try:
-            check_question(question, max_chars=self.settings.limits.max_question_chars)
-        except PromptError as e:
-            return messages.for_error(e)
-        return None
+    def _not_allowed(self, asker: Asker) -> Refusal | None:
+        """The refusal when the allow-lists leave this person or place out (or DMs are off), else None."""
+        text = refusal(self.settings.discord, asker)
+        return Refusal("not_allowed", text) if text is not None else None
 
     async def _check(self, asker: Asker, raw: str) -> Turn | str:
-        """The question as a turn, or what to tell the person instead (refused, invalid, rate-limited)."""
-        problem = refusal(self.settings.discord, asker)
-        if problem is not None:
-            return self._refused("not_allowed", problem)
-        question = await admit(self.queue, self.settings.limits, f"{PLATFORM}:{asker.user_id}", raw)
+        """The question as a turn, or what to tell the person instead (not allowed, empty, too long, too often)."""
+        question = self._not_allowed(asker) or await admit(
+            self.queue, self.settings.limits, f"{PLATFORM}:{asker.user_id}", raw
+        )
         if isinstance(question, Refusal):
-            kind = "invalid" if question.kind in ("empty", "too_long") else question.kind
-            return self._refused(kind, question.text)
+            self._count(question.kind)
+            return question.text
         return Turn(role="user", text=question)
-
-    def _refused(self, result: str, text: str) -> str:
-        self._count(result)
-        return text
 
     @staticmethod
     def _request(
@@ -187,10 +188,8 @@ class Questions:
                 idempotency_key=idempotency_key(origin),
                 timeout_seconds=self.settings.queue.job_timeout_seconds,
             )
-        except discord.HTTPException as e:
+        except discord.HTTPException as e:  # already counted by the sink's platform_call
             log.warning("discord: lost the reply to %s (%s); stopping its job", origin, e)
-            if self.metrics is not None:
-                self.metrics.platform_errors.labels(PLATFORM).inc()
             await self._abandon(origin)
             return
         self._count(outcome.kind)
@@ -202,17 +201,6 @@ class Questions:
             if job_id is not None:
                 await self.queue.cancel(job_id)
 
-    async def _tracked(self, work: Awaitable[None]) -> None:
-        """Run a reply, remembered so that closing the client can cancel it."""
-        task = asyncio.current_task()
-        if task is not None:
-            self.active.add(task)
-        try:
-            await work
-        finally:
-            if task is not None:
-                self.active.discard(task)
-
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.requests.labels(PLATFORM, result).inc()
@@ -221,20 +209,10 @@ class Questions:
 
     async def stop(self, interaction: discord.Interaction[Any], origin_id: str) -> None:
         """The Stop button: the person who asked, or an admin, cancels the job (queued or running)."""
-        try:
-            job_id = await job_for_origin(self.queue, origin_id)
-            record = await self.queue.job(job_id) if job_id else None
-            if job_id is None or record is None or record.state not in ("queued", "running"):
-                await interaction.response.send_message(ALREADY_ENDED, ephemeral=True)
-                return
-            asker = asker_of_interaction(interaction)
-            if record.user != str(asker.user_id) and not is_admin(self.settings.discord, asker):
-                await interaction.response.send_message(messages.STOP_REFUSED, ephemeral=True)
-                return
-            await self.queue.cancel(job_id)
-        except QueueError as e:
-            log.warning("discord: stop of %s failed: %s", origin_id, e)
-            await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
-            return
-        log.info("discord: %s stopped job %s", interaction.user.id, job_id)
-        await interaction.response.defer()  # the reply itself shows "stopped" once the job ends
+        asker = asker_of_interaction(interaction)
+        admin = is_admin(self.settings.discord, asker)
+        result = await stop_job(self.queue, idempotency_key(origin_id), presser=str(asker.user_id), admin=admin)
+        if result == "stopped":
+            await interaction.response.defer()  # the reply itself shows "stopped" once the job ends
+        else:
+            await interaction.response.send_message(_STOP_REPLIES[result], ephemeral=True)

@@ -8,6 +8,7 @@ chain that a follow-up question can walk back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,10 +19,12 @@ import discord
 from adapters.discord.control import stop_view
 from komt_bot import messages
 from komt_bot.chat.editor import ReplyLimits
+from komt_bot.chat.sinks import platform_call
 from komt_bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+PLATFORM = "discord"
 DISCORD_MAX_CHARS = 2000
 THREAD_NAME_CHARS = 90
 TOKEN_LIFETIME_SECONDS = 15 * 60
@@ -46,7 +49,11 @@ def thread_name(question: str) -> str:
 
 
 class _Sink:
-    """What both sinks share: the pieces posted so far, the Stop button, metrics."""
+    """What both sinks share: the pieces posted so far, the Stop button, metrics.
+
+    Every Discord call goes through :meth:`_call`, which counts it (a message posted or edited, or a platform
+    error); a failure a sink gets past is also logged with :meth:`_failed`, and one it cannot is raised.
+    """
 
     def __init__(self, origin_id: int, metrics: Metrics | None) -> None:
         self.origin_id = origin_id
@@ -63,21 +70,17 @@ class _Sink:
 
     def _added(self, message: discord.Message) -> str:
         self.posted.append(message)
-        self._counted()
         return str(len(self.posted) - 1)
 
-    def _counted(self) -> None:
-        if self._metrics is not None:
-            self._metrics.edits.labels("discord").inc()
+    def _call(self) -> contextlib.AbstractContextManager[None]:
+        return platform_call(self._metrics, PLATFORM)
 
     def _failed(self, what: str, error: discord.HTTPException) -> None:
         log.warning("discord: could not %s for %s: %s %s", what, self.origin_id, error.status, error.text)
-        if self._metrics is not None:
-            self._metrics.platform_errors.labels("discord").inc()
 
     async def _edit(self, message: discord.Message, text: str, active: bool) -> None:
-        await message.edit(content=text, view=self._view(active))
-        self._counted()
+        with self._call():
+            await message.edit(content=text, view=self._view(active))
 
 
 class MessageSink(_Sink):
@@ -97,15 +100,18 @@ class MessageSink(_Sink):
         if self.posted:
             previous = self.posted[-1]
             reference = previous.to_reference(fail_if_not_exists=False)
-            return self._added(await previous.channel.send(text, view=view, reference=reference))
+            with self._call():
+                return self._added(await previous.channel.send(text, view=view, reference=reference))
         # A reply that is only an error (nothing running) stays in place rather than opening a thread.
         if active and self._in_thread and isinstance(self._message.channel, discord.TextChannel):
             try:
-                thread = await self._message.create_thread(name=self._title)
-                return self._added(await thread.send(text, view=view))
+                with self._call():  # the thread and its first message: one post
+                    thread = await self._message.create_thread(name=self._title)
+                    return self._added(await thread.send(text, view=view))
             except discord.Forbidden as e:
                 self._failed("open a thread", e)
-        return self._added(await self._message.reply(text, view=view, mention_author=False))
+        with self._call():
+            return self._added(await self._message.reply(text, view=view, mention_author=False))
 
     async def edit(self, handle: str, text: str, *, active: bool) -> None:
         """Replace a piece's text (a failed edit is logged; the next one carries the newer text)."""
@@ -142,7 +148,8 @@ class InteractionSink(_Sink):
     async def post(self, text: str, *, active: bool) -> str:
         """Post the next piece: into the original response first, then as further messages."""
         if not self.posted and self.token_alive():
-            response = await self._interaction.edit_original_response(content=text, view=self._view(active))
+            with self._call():
+                response = await self._interaction.edit_original_response(content=text, view=self._view(active))
             return self._added(response)
         view = self._new_view(active)
         if not self.posted:
@@ -170,25 +177,27 @@ class InteractionSink(_Sink):
         if isinstance(channel, discord.abc.Messageable):
             reference = previous.to_reference(fail_if_not_exists=False) if previous else discord.utils.MISSING
             try:
-                return await channel.send(text, view=view, reference=reference)
+                with self._call():
+                    return await channel.send(text, view=view, reference=reference)
             except discord.Forbidden as e:
                 if not self.token_alive():
                     raise
                 self._failed("post in the channel", e)
-        return await self._interaction.followup.send(text, view=view, wait=True)
+        with self._call():
+            return await self._interaction.followup.send(text, view=view, wait=True)
 
     async def _move(self, index: int, text: str, active: bool) -> None:
         """Continue piece ``index`` as a channel message, leaving a pointer in the old one."""
         old = self.posted[index]
         await self._leave_pointer(old)
         self.posted[index] = await self._send(text, self._new_view(active), old)
-        self._counted()
 
     async def _leave_pointer(self, old: discord.Message | None) -> None:
         try:
-            if old is None:
-                await self._interaction.edit_original_response(content=messages.CONTINUED, view=None)
-            else:
-                await old.edit(content=messages.CONTINUED, view=None)
+            with self._call():
+                if old is None:
+                    await self._interaction.edit_original_response(content=messages.CONTINUED, view=None)
+                else:
+                    await old.edit(content=messages.CONTINUED, view=None)
         except discord.HTTPException as e:
             self._failed("point to the continued answer", e)

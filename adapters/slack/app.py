@@ -9,9 +9,7 @@ What is answered and how lives in :mod:`adapters.slack.responder`; the reply its
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Coroutine
 from typing import Any, Literal
 
 import aiohttp
@@ -34,7 +32,8 @@ from adapters.slack.events import parse_message
 from adapters.slack.http import EventsServer
 from adapters.slack.responder import BotIdentity, SlackResponder
 from adapters.slack.sink import STOP_ACTION_ID
-from komt_bot.chat.presence import component_heartbeat
+from komt_bot.chat.presence import adapter_presence
+from komt_bot.chat.tasks import ReplyTasks
 from komt_bot.errors import ConfigError
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
@@ -89,7 +88,7 @@ class SlackAdapter:
         self._session: aiohttp.ClientSession | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._http: EventsServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._replies = ReplyTasks("slack")  # Bolt's own tasks are fire-and-forget: shutdown waits for these
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -122,18 +121,14 @@ class SlackAdapter:
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._replies.close(self.shutdown_grace)
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def status(self) -> dict[str, Any]:
         """What the adapter's heartbeat record says."""
-        return {"mode": self.mode, "port": self.port, "in_flight": len(self._tasks)}
+        return {"mode": self.mode, "port": self.port, "in_flight": len(self._replies)}
 
     def _retry_handlers(self) -> list[AsyncRetryHandler]:
         return [AsyncConnectionErrorRetryHandler(), CountedRateLimitRetry(self.metrics)]
@@ -170,15 +165,15 @@ class SlackAdapter:
             event, bot_user_id=responder.identity.user_id, team=body.get("team_id") or responder.identity.team_id
         )
         if question is not None and await responder.addressed(question):
-            self._spawn(responder.answer(question))
+            self._replies.spawn(responder.answer(question))
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        self._spawn(self._responder.answer_command(command, respond))
+        self._replies.spawn(self._responder.answer_command(command, respond))
 
     async def _on_stop(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        self._spawn(
+        self._replies.spawn(
             self._responder.stop(
                 presser=str((body.get("user") or {}).get("id") or ""),
                 key=str(action.get("value") or ""),
@@ -191,17 +186,6 @@ class SlackAdapter:
     def _responder(self) -> SlackResponder:
         assert self.responder is not None, "the adapter is not started"
         return self.responder
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run an answer as a task of our own, so shutdown can wait for it (Bolt's tasks are fire-and-forget)."""
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("slack handler failed", exc_info=task.exception())
 
 
 def _secret(value: Any, name: str) -> str:
@@ -229,11 +213,8 @@ async def serve(settings: Settings, queue: JobQueue, metrics: Metrics | None = N
     """``komt-bot slack``: run the Slack adapter (and its heartbeat) until cancelled."""
     adapter = SlackAdapter(settings, queue, metrics=metrics)
     await adapter.start()
-    heartbeat = asyncio.create_task(component_heartbeat(queue, "slack", adapter.status))
     try:
-        await asyncio.Event().wait()
+        async with adapter_presence(queue, "slack", adapter.status):
+            await asyncio.Event().wait()
     finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
         await adapter.stop()

@@ -117,22 +117,6 @@ def parse_message(event: Mapping[str, Any], *, bot_user_id: str | None, team: st
     )
 
 
-def strip_mark(text: str) -> str:
-    """The text without the reply editor's "still writing" mark."""
-    return text.removesuffix(messages.WRITING_MARK)
-
-
-def answer_text(text: str) -> str:
-    """The answer in one of the bot's messages (already unescaped): "" for a status line or placeholder."""
-    text = strip_mark(text)
-    if messages.is_status(text):
-        return ""
-    body, sep, last = text.rpartition("\n\n")
-    if sep and messages.is_status(last):
-        return body
-    return text
-
-
 def _ts_key(ts: str) -> tuple[int, int]:
     seconds, _, fraction = ts.partition(".")
     return int(seconds or 0), int(fraction or 0)
@@ -144,7 +128,7 @@ def _turn(message: Mapping[str, Any], *, bot_user_id: str | None, bot_id: str | 
         root = _QUESTION_ROOT.match(unescape(without_surrogates(raw)))
         if root:
             return Turn(role="user", text=root.group(1))
-        text = answer_text(unescape(without_surrogates(raw)))
+        text = messages.answer_text(unescape(without_surrogates(raw)))
         return Turn(role="assistant", text=text) if text else None
     if message.get("bot_id") or message.get("subtype") not in ANSWERED_SUBTYPES:
         return None

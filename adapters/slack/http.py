@@ -47,7 +47,6 @@ class EventsServer:
         self.signing_secret = signing_secret
         self.host = host
         self.port = port
-        self.rejected = 0
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
@@ -72,7 +71,6 @@ class EventsServer:
         """Verify, decode and hand one request to Bolt."""
         raw = await request.read()
         if not signature_ok(self.signing_secret, raw, request.headers):
-            self.rejected += 1
             log.warning("rejected a slack request with a missing, stale or wrong signature")
             return web.json_response({"error": "invalid request"}, status=401)
         headers: dict[str, str | Sequence[str]] = {name.lower(): value for name, value in request.headers.items()}

@@ -32,24 +32,26 @@ from adapters.slack.events import (
     plain_text,
     thread_conversation,
 )
-from adapters.slack.sink import ReplyTarget, SlackSink, StreamingGate, reply_limits, slack_size
+from adapters.slack.sink import PLATFORM, ReplyTarget, SlackSink, StreamingGate, reply_limits, slack_size
 from komt_bot import messages
 from komt_bot.chat.ask import Refusal, admit, ask
 from komt_bot.chat.editor import ReplyEditor, split_text
-from komt_bot.errors import JobNotFoundError, KomtError, QueueError
+from komt_bot.chat.stop import StopResult, stop_job
+from komt_bot.errors import KomtError
 from komt_bot.jobs import JobRequest, Origin, Turn
-from komt_bot.metrics import Metrics
+from komt_bot.metrics import Metrics, count_platform_error
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
 THREAD_MEMORY_SECONDS = 7 * 86_400
 HISTORY_PAGE_SIZE = 200
 HISTORY_MAX_PAGES = 5
 ABANDON_SECONDS = 3.0
 NOT_IN_CHANNEL = "🙈 komt-bot이 이 채널에 없습니다. 먼저 초대해 주세요 / invite komt-bot to this channel first"
+# What the presser of a Stop button is told privately; a stopped job's reply says "stopped", an ended one nothing.
+_STOP_REPLIES: dict[StopResult, str] = {"refused": messages.STOP_REFUSED, "queue_down": messages.QUEUE_DOWN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,24 +161,15 @@ class SlackResponder:
     # -- Stop --------------------------------------------------------------------------------------------------
 
     async def stop(self, *, presser: str, key: str, channel: str | None, thread_ts: str | None) -> None:
-        """Cancel the job behind a Stop button, if the presser asked the question or is an admin."""
-        try:
-            job_id = await self._job_for(key)
-            if job_id is None:
-                return
-            record = await self.queue.job(job_id)
-            if presser != record.user and presser not in self.config.admin_users:
-                if channel:
-                    await self._ephemeral(channel, presser, thread_ts, messages.STOP_REFUSED)
-                return
-            state = await self.queue.cancel(job_id)
-            log.info("slack: job %s stopped by a person (was %s)", job_id, state)
-        except JobNotFoundError:
-            return
-        except (QueueError, RedisError) as e:
-            log.warning("slack: could not stop a job: %s", e)
-            if channel:
-                await self._ephemeral(channel, presser, thread_ts, messages.QUEUE_DOWN)
+        """Cancel the job behind a Stop button, if the presser asked the question or is an admin.
+
+        A stopped job's reply says so itself; a refusal or an unreachable queue is told to the presser privately.
+        """
+        admin = presser in self.config.admin_users
+        result = await stop_job(self.queue, f"{PLATFORM}:{key}", presser=presser, admin=admin)
+        text = _STOP_REPLIES.get(result)
+        if text is not None and channel:
+            await self._ephemeral(channel, presser, thread_ts, text)
 
     # -- the shared path -------------------------------------------------------------------------------------
 
@@ -248,7 +241,7 @@ class SlackResponder:
         except SlackApiError as e:
             # Better an answer without the earlier turns than none.
             log.warning("slack: cannot read thread %s: %s", question.thread_ts, e.response.get("error"))
-            self._count_error()
+            count_platform_error(self.metrics, PLATFORM, e)
         return thread_conversation(
             replies,
             before_ts=question.ts,
@@ -301,19 +294,15 @@ class SlackResponder:
             await self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=escape(text))
         except SlackApiError as e:
             log.warning("slack: cannot tell %s privately in %s: %s", user, channel, e.response.get("error"))
-            self._count_error()
+            count_platform_error(self.metrics, PLATFORM, e)
 
     async def _respond(self, respond: AsyncRespond, text: str) -> None:
         try:
             await respond(text=escape(text), response_type="ephemeral")
         except Exception as e:  # response_url calls raise plain aiohttp errors, not SlackApiError
             log.warning("slack: cannot answer a slash command: %s", type(e).__name__)
-            self._count_error()
+            count_platform_error(self.metrics, PLATFORM, e)
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.requests.labels(platform=PLATFORM, result=result).inc()
-
-    def _count_error(self) -> None:
-        if self.metrics is not None:
-            self.metrics.platform_errors.labels(platform=PLATFORM).inc()

@@ -17,6 +17,7 @@ measured escaped, in UTF-8 bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -27,13 +28,15 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.events import escape, strip_mark
+from adapters.slack.events import escape
 from komt_bot import messages
 from komt_bot.chat.editor import EDIT_INTERVAL_SECONDS, ReplyLimits, split_text, utf8_size
+from komt_bot.chat.sinks import platform_call
 from komt_bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+PLATFORM = "slack"
 STOP_ACTION_ID = "komt_stop"
 STOP_LABEL = "⏹ Stop"
 SECTION_MAX_CHARS = 3000  # Slack's limit for one section block's text
@@ -130,7 +133,7 @@ class SlackSink:
     async def post(self, text: str, *, active: bool) -> str:
         """Post the next message of the reply (a stream when the answer is already streaming)."""
         await self._refresh_control()
-        body = strip_mark(text)
+        body = messages.strip_mark(text)
         if self._messages and active and not messages.is_status(body) and self.streaming.allows(self.target.channel):
             ts = await self._stream_continuation(body)
             if ts is not None:
@@ -138,13 +141,13 @@ class SlackSink:
         t = self.target
         blocks = self._blocks(text, active)
         try:
-            response = await self.client.chat_postMessage(
-                channel=t.channel, thread_ts=t.thread_ts, text=escape(text), blocks=blocks
-            )
+            with self._call():
+                response = await self.client.chat_postMessage(
+                    channel=t.channel, thread_ts=t.thread_ts, text=escape(text), blocks=blocks
+                )
         except SlackApiError as e:
             self._failed("chat.postMessage", e)
             raise
-        self._count()
         ts = str(response["ts"])
         self._messages[ts] = _Message(ts, stop=blocks is not None)
         return ts
@@ -153,7 +156,7 @@ class SlackSink:
         """Show ``text`` in the message ``handle``: append to its stream, start one, or update it."""
         await self._refresh_control()
         message = self._messages[handle]
-        body = strip_mark(text)
+        body = messages.strip_mark(text)
         if message.streamed is not None:
             extends = body.startswith(message.streamed)
             if extends and await self._continue_stream(message, body, final=not active):
@@ -174,8 +177,8 @@ class SlackSink:
         if self._control is None:
             return
         try:
-            await self.client.chat_delete(channel=self.target.channel, ts=self._control)
-            self._count()
+            with self._call():
+                await self.client.chat_delete(channel=self.target.channel, ts=self._control)
         except SlackApiError as e:
             self._failed("chat.delete", e)
             await self._update(self._control, messages.BLANKED, [])
@@ -210,16 +213,16 @@ class SlackSink:
     async def _post_control(self) -> str | None:
         t = self.target
         try:
-            response = await self.client.chat_postMessage(
-                channel=t.channel,
-                thread_ts=t.thread_ts,
-                text=escape(messages.WRITING),
-                blocks=stop_blocks(messages.WRITING, t.stop_value),
-            )
+            with self._call():
+                response = await self.client.chat_postMessage(
+                    channel=t.channel,
+                    thread_ts=t.thread_ts,
+                    text=escape(messages.WRITING),
+                    blocks=stop_blocks(messages.WRITING, t.stop_value),
+                )
         except SlackApiError as e:
             self._failed("chat.postMessage", e)
             return None
-        self._count()
         return str(response["ts"])
 
     async def _start_stream(self, body: str) -> str | None:
@@ -227,38 +230,37 @@ class SlackSink:
         if not self.streaming.allows(t.channel):
             return None
         try:
-            response = await self.client.chat_startStream(
-                channel=t.channel,
-                thread_ts=t.thread_ts,
-                recipient_user_id=t.user,
-                recipient_team_id=t.team,
-                markdown_text=escape(body),
-            )
+            with self._call():
+                response = await self.client.chat_startStream(
+                    channel=t.channel,
+                    thread_ts=t.thread_ts,
+                    recipient_user_id=t.user,
+                    recipient_team_id=t.team,
+                    markdown_text=escape(body),
+                )
         except SlackApiError as e:
             self._failed("chat.startStream", e)
             self.streaming.refuse(t.channel, _code(e))
             return None
-        self._count()
         return str(response["ts"])
 
     async def _continue_stream(self, message: _Message, body: str, *, final: bool) -> bool:
         """Append the new text (or stop the stream on the final edit); False when the stream is gone."""
         assert message.streamed is not None
         new = escape(body[len(message.streamed) :])
+        if not final and not new:
+            return True
         channel = self.target.channel
         try:
-            if final:
-                await self.client.chat_stopStream(channel=channel, ts=message.ts, markdown_text=new or None)
-                message.streamed = None
-            elif new:
-                await self.client.chat_appendStream(channel=channel, ts=message.ts, markdown_text=new)
-                message.streamed = body
-            else:
-                return True
+            with self._call():
+                if final:
+                    await self.client.chat_stopStream(channel=channel, ts=message.ts, markdown_text=new or None)
+                else:
+                    await self.client.chat_appendStream(channel=channel, ts=message.ts, markdown_text=new)
         except SlackApiError as e:
             self._failed("chat.stopStream" if final else "chat.appendStream", e)
             return False
-        self._count()
+        message.streamed = None if final else body
         return True
 
     async def _stop_quietly(self, message: _Message) -> None:
@@ -266,8 +268,8 @@ class SlackSink:
             return
         message.streamed = None
         try:
-            await self.client.chat_stopStream(channel=self.target.channel, ts=message.ts)
-            self._count()
+            with self._call():
+                await self.client.chat_stopStream(channel=self.target.channel, ts=message.ts)
         except SlackApiError as e:
             self._failed("chat.stopStream", e)
 
@@ -292,22 +294,20 @@ class SlackSink:
         if wait > 0:
             await self.sleep(wait)
         try:
-            await self.client.chat_update(channel=self.target.channel, ts=ts, text=escape(text), blocks=blocks)
-            self._count()
+            with self._call():
+                await self.client.chat_update(channel=self.target.channel, ts=ts, text=escape(text), blocks=blocks)
         except SlackApiError as e:
             self._failed("chat.update", e)
         self._updated[ts] = self.clock()
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
 
-    def _count(self) -> None:
-        if self.metrics is not None:
-            self.metrics.edits.labels(platform="slack").inc()
+    def _call(self) -> contextlib.AbstractContextManager[None]:
+        """Count one Web API call: a message posted or edited, or a platform error (and a 429)."""
+        return platform_call(self.metrics, PLATFORM)
 
     def _failed(self, method: str, error: SlackApiError) -> None:
         log.warning("slack %s failed in %s: %s", method, self.target.channel, _code(error))
-        if self.metrics is not None:
-            self.metrics.platform_errors.labels(platform="slack").inc()
 
 
 def _code(error: SlackApiError) -> str:

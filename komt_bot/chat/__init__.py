@@ -1,1 +1,1 @@
-"""What every chat surface shares: the ask flow, the reply editor, sinks and adapter presence."""
+"""What every chat surface shares: the ask flow, the reply editor, sinks, Stop, reply tasks and adapter presence."""

@@ -24,6 +24,7 @@ from komt_bot.settings import LimitSettings
 log = logging.getLogger(__name__)
 
 OutcomeKind = Literal["done", "cancelled", "failed", "timeout", "refused", "duplicate", "queue_down"]
+RefusalKind = Literal["not_allowed", "empty", "too_long", "rate_limited", "queue_down"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +39,37 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a question is not asked: ``kind`` for metrics (empty, too_long, queue_down, rate_limited), ``text`` for
-    the person."""
+    """Why a question is not asked: ``kind`` for metrics (every adapter's ``requests`` result label), ``text`` for
+    the person.
 
-    kind: str
+    Adapters make the ``not_allowed`` ones (their allow-lists, DMs off); :func:`admit` and :func:`check` the rest.
+    """
+
+    kind: RefusalKind
     text: str
+
+
+def refusal_for(error: KomtError) -> Refusal:
+    """The refusal for an error raised while checking a question: empty, too long, or else the queue."""
+    kind: RefusalKind = (
+        "empty"
+        if isinstance(error, EmptyPromptError)
+        else "too_long"
+        if isinstance(error, PromptTooLongError)
+        else "queue_down"
+    )
+    return Refusal(kind, messages.for_error(error))
+
+
+def check(text: str, limits: LimitSettings) -> str | Refusal:
+    """The question ready to ask, or why not (empty, too long), without touching the rate limit.
+
+    For an adapter that must answer at once, before it may wait on Redis (a Discord interaction).
+    """
+    try:
+        return check_question(text, max_chars=limits.max_question_chars)
+    except KomtError as e:
+        return refusal_for(e)
 
 
 async def admit(queue: JobQueue, limits: LimitSettings, user: str, text: str) -> str | Refusal:
@@ -54,14 +81,7 @@ async def admit(queue: JobQueue, limits: LimitSettings, user: str, text: str) ->
         question = check_question(text, max_chars=limits.max_question_chars)
         wait = await queue.rate_limit(user, limits.rate_limit_per_minute)
     except KomtError as e:
-        kind = (
-            "empty"
-            if isinstance(e, EmptyPromptError)
-            else "too_long"
-            if isinstance(e, PromptTooLongError)
-            else "queue_down"
-        )
-        return Refusal(kind, messages.for_error(e))
+        return refusal_for(e)
     if wait is not None:
         return Refusal("rate_limited", messages.rate_limited(wait))
     return question
@@ -95,17 +115,27 @@ async def deliver(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_
     """Follow a job's output stream into ``editor`` until its last event, the timeout, or Redis going away."""
     deadline = time.monotonic() + timeout_seconds
     started = False
+    reconnecting = False
+
+    async def on_outage(seconds: float) -> None:
+        nonlocal reconnecting
+        reconnecting = True
+        if not started:
+            await editor.status(messages.RECONNECTING)
+
     try:
-        async for event in queue.events(job_id, block_seconds=min(0.5, editor.limits.edit_interval)):
+        events = queue.events(job_id, block_seconds=min(0.5, editor.limits.edit_interval), on_outage=on_outage)
+        async for event in events:
             if event is None:
                 if time.monotonic() > deadline:
                     await editor.finish(messages.TIMEOUT)
                     return Outcome("timeout", job_id, text=editor.answer)
-                if started:
+                if started or reconnecting:
                     await editor.flush()
                 else:
                     await editor.status(messages.queued(await queue.position(job_id)))
                 continue
+            reconnecting = False
             started = await _apply(event, editor, started)
             if event.terminal:
                 return await _finish(event, editor, job_id)

@@ -10,14 +10,19 @@ from komt_bot.metrics import Metrics, count_platform_error
 
 
 @contextlib.contextmanager
-def platform_call(metrics: Metrics, platform: str) -> Iterator[None]:
-    """Count one post or edit on ``platform``: an edit when it succeeds, an error (and a 429) when it raises."""
+def platform_call(metrics: Metrics | None, platform: str) -> Iterator[None]:
+    """Count one post or edit on ``platform``: an edit when it succeeds, an error (and a 429) when it raises.
+
+    Wrap exactly one platform API call (or one that stands for a message, such as opening a thread to post in);
+    without ``metrics`` nothing is counted.
+    """
     try:
         yield
     except Exception as e:
         count_platform_error(metrics, platform, e)
         raise
-    metrics.edits.labels(platform).inc()
+    if metrics is not None:
+        metrics.edits.labels(platform).inc()
 
 
 class MeteredSink:

@@ -6,15 +6,12 @@ exit code 2 for a bad setting, 1 for anything else that went wrong.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +20,7 @@ from komt_bot.bench import bench_command
 from komt_bot.cli.boundary import KomtGroup
 from komt_bot.cli.health import health_command
 from komt_bot.cli.queue import queue_app
+from komt_bot.cli.signals import Shutdown
 from komt_bot.logs import setup_logging
 from komt_bot.settings import Settings, load_settings
 
@@ -40,27 +38,13 @@ app.command("health")(health_command)
 app.command("bench")(bench_command)
 
 log = logging.getLogger(__name__)
+DRAIN_GRACE_SECONDS = 15.0  # past drain_seconds, a stopping worker exits whatever it still waits for
 
 
 def _settings() -> Settings:
     settings = load_settings()
     setup_logging(settings.log)
     return settings
-
-
-def _run(main: Callable[[], Coroutine[Any, Any, None]], *, on_signal: Callable[[], None] | None = None) -> None:
-    """Run ``main`` on a fresh event loop; SIGTERM/SIGINT call ``on_signal`` (or cancel ``main``)."""
-
-    async def runner() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        stop: Callable[[], object] = on_signal or (lambda: task.cancel() if task else None)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
-        await main()
-
-    with contextlib.suppress(asyncio.CancelledError):
-        asyncio.run(runner())
 
 
 @app.command()
@@ -72,10 +56,12 @@ def worker(
     from komt_bot.cli.run import run_worker
 
     settings = _settings()
-    holder: dict[str, Callable[[], None]] = {}
-    _run(
-        lambda: run_worker(settings, burst=burst, name=name, on_ready=holder.update), on_signal=lambda: holder["stop"]()
-    )
+    shutdown = Shutdown(hard_deadline=settings.worker.drain_seconds + DRAIN_GRACE_SECONDS)
+
+    def ready(stop: Callable[[], None]) -> None:
+        shutdown.graceful = stop
+
+    shutdown.run(lambda: run_worker(settings, burst=burst, name=name, on_ready=ready))
 
 
 @app.command()
@@ -93,7 +79,9 @@ def serve(
         # The chat shares the terminal with the log: only warnings, unless a level was asked for.
         settings.log.level = "WARNING"
     setup_logging(settings.log)
-    _run(lambda: run_stack(settings, chat=chat))
+    Shutdown(hard_deadline=settings.worker.drain_seconds + DRAIN_GRACE_SECONDS).run(
+        lambda: run_stack(settings, chat=chat)
+    )
 
 
 @app.command("chat")
@@ -104,7 +92,7 @@ def chat_command(
     from adapters.console import run_chat
 
     settings = _settings()
-    _run(lambda: run_chat(settings, prompt))
+    Shutdown().run(lambda: run_chat(settings, prompt))
 
 
 @app.command()
@@ -113,7 +101,7 @@ def slack() -> None:
     from komt_bot.cli.run import run_adapter
 
     settings = _settings()
-    _run(lambda: run_adapter(settings, "slack"))
+    Shutdown().run(lambda: run_adapter(settings, "slack"))
 
 
 @app.command()
@@ -122,7 +110,7 @@ def discord() -> None:
     from komt_bot.cli.run import run_adapter
 
     settings = _settings()
-    _run(lambda: run_adapter(settings, "discord"))
+    Shutdown().run(lambda: run_adapter(settings, "discord"))
 
 
 @dev_app.command("tiny-model")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
+import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from komt_bot.engine.base import Engine, GenerationRequest, SamplingParams
 from komt_bot.errors import ConfigError
@@ -15,9 +17,10 @@ from komt_bot.prompt import render_turn
 from komt_bot.queue import JobQueue, open_queue
 from komt_bot.settings import Settings
 from komt_bot.worker import Worker
-from komt_bot.worker.metrics import MeteredQueue, sampling
+from komt_bot.worker.metrics import MetricsHooks, sampling
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ADAPTERS = {"slack": "adapters.slack", "discord": "adapters.discord"}
 
@@ -52,11 +55,38 @@ async def load_warm_engine(settings: Settings) -> Engine:
     """Load the configured engine (in a thread) and run one short answer, so the first question is not slow."""
     from komt_bot.engine import load_engine
 
-    engine = await asyncio.to_thread(load_engine, settings.model, settings.generation)
+    engine = await in_daemon_thread(lambda: load_engine(settings.model, settings.generation))
     warm_up = GenerationRequest("warm-up", render_turn("안녕하세요"), SamplingParams(max_new_tokens=2))
     async for _update in engine.generate(warm_up):
         pass
     return engine
+
+
+async def in_daemon_thread(work: Callable[[], T]) -> T:
+    """Run ``work`` in a daemon thread, so a process told to stop need not wait for it (a model load)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # the waiting task was cancelled (the process is stopping)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result = work()
+        except BaseException as e:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, None, e)
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=target, name="komt-load", daemon=True).start()
+    return await future
 
 
 async def run_worker(
@@ -64,15 +94,18 @@ async def run_worker(
     *,
     burst: bool = False,
     name: str | None = None,
-    on_ready: Callable[[dict[str, Callable[[], None]]], None] | None = None,
+    on_ready: Callable[[Callable[[], None]], None] | None = None,
 ) -> None:
-    """``komt-bot worker``: load the model, then serve jobs until stopped."""
-    async with open_queue(settings) as queue, process_metrics(settings.metrics, queue) as metrics:
+    """``komt-bot worker``: wait for Redis, load the model, then serve jobs until stopped.
+
+    ``on_ready`` gets the worker's graceful stop once the worker exists (the signal handlers use it).
+    """
+    async with open_queue(settings, wait=True) as queue, process_metrics(settings.metrics, queue) as metrics:
         engine = await load_warm_engine(settings)
         try:
-            worker = Worker(MeteredQueue(queue, metrics), engine, settings, name=name)
+            worker = Worker(queue, engine, settings, name=name, hooks=MetricsHooks(queue, metrics))
             if on_ready:
-                on_ready({"stop": worker.stop})
+                on_ready(worker.stop)
             async with sampling(worker, metrics):
                 await worker.run(burst=burst)
         finally:
@@ -82,7 +115,7 @@ async def run_worker(
 async def run_adapter(settings: Settings, name: str) -> None:
     """``komt-bot slack`` / ``komt-bot discord``."""
     serve = adapter_serve(name)
-    async with open_queue(settings) as queue, process_metrics(settings.metrics, queue) as metrics:
+    async with open_queue(settings, wait=True) as queue, process_metrics(settings.metrics, queue) as metrics:
         await serve(settings, queue, metrics=metrics)
 
 
@@ -95,7 +128,7 @@ async def run_stack(settings: Settings, *, chat: bool) -> None:
         log.warning("no Slack or Discord credentials are set: only the worker runs (add --chat to talk here)")
     async with open_queue(settings, embedded_ok=True) as queue, process_metrics(settings.metrics, queue) as metrics:
         engine = await load_warm_engine(settings)
-        worker = Worker(MeteredQueue(queue, metrics), engine, settings)
+        worker = Worker(queue, engine, settings, hooks=MetricsHooks(queue, metrics))
         tasks = [asyncio.create_task(worker.run(), name="worker")]
         tasks += [asyncio.create_task(adapter_serve(n)(settings, queue, metrics=metrics), name=n) for n in adapters]
         try:

@@ -1,30 +1,56 @@
-"""Connections to Redis: the configured server, or an in-process one for a single-process ``serve``."""
+"""Connections to Redis, with every choice that matters for a long-lived chat service stated once.
+
+* A **blocking pool** of ``queue.max_connections``: when all are busy a command waits for one (up to
+  ``POOL_WAIT_SECONDS``) instead of failing with "Too many connections"; open replies share one multiplexed
+  reader (:mod:`.reader`), so a thousand of them need one connection, not a thousand.
+* A **socket timeout** well above the longest blocking read komt-bot makes (the reader blocks 5 s), so a slow,
+  loaded machine is not mistaken for a dead Redis.
+* **No retries inside redis-py**: komt-bot retries itself, only where repeating is safe, for up to
+  ``queue.outage_seconds`` (:mod:`.retry`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from komt_bot.errors import ConfigError, QueueError
 from komt_bot.queue.jobqueue import JobQueue
+from komt_bot.queue.retry import Backoff, is_transient
 from komt_bot.settings import Settings
 
 log = logging.getLogger(__name__)
+
+POOL_WAIT_SECONDS = 10.0
+SOCKET_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+HEALTH_CHECK_SECONDS = 30
+WAIT_LOG_SECONDS = 5.0
 
 
 def connect(settings: Settings) -> aioredis.Redis:
     """A client for the configured Redis (text responses). Raises ConfigError when none is configured."""
     if settings.redis_url is None:
         raise ConfigError("KOMT_REDIS_URL: no Redis is configured (or run `komt-bot serve`, which embeds one)")
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
+        max_connections=settings.queue.max_connections,
+        timeout=POOL_WAIT_SECONDS,
         decode_responses=True,
-        health_check_interval=30,
-        socket_connect_timeout=5,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_SECONDS,
+        retry=Retry(NoBackoff(), 0),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def embedded_redis() -> aioredis.Redis:
@@ -34,19 +60,57 @@ def embedded_redis() -> aioredis.Redis:
     return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
 
 
+async def wait_for_redis(client: aioredis.Redis, where: str) -> None:
+    """Return once Redis answers a PING, saying every few seconds that it waits (a worker started before Redis)."""
+    backoff = Backoff(window=float("inf"))
+    last_said = 0.0
+    while True:
+        try:
+            await client.ping()
+        except Exception as e:
+            if not is_transient(e):
+                raise QueueError(f"Redis at {where} refuses komt-bot: {e}") from e
+            if time.monotonic() - last_said >= WAIT_LOG_SECONDS:
+                log.warning("waiting for Redis at %s (%s)", where, e)
+                last_said = time.monotonic()
+            await backoff.wait()
+            continue
+        if backoff.since is not None:
+            log.info("Redis at %s answers after %.0f s", where, backoff.down_for)
+        return
+
+
 @contextlib.asynccontextmanager
-async def open_queue(settings: Settings, *, embedded_ok: bool = False) -> AsyncIterator[JobQueue]:
-    """A JobQueue on the configured Redis (checked with a PING), closed afterwards."""
+async def open_queue(settings: Settings, *, embedded_ok: bool = False, wait: bool = False) -> AsyncIterator[JobQueue]:
+    """A JobQueue on the configured Redis, closed afterwards.
+
+    It checks Redis with a PING: without ``wait`` a Redis that does not answer is a :class:`QueueError` at once;
+    with ``wait`` (long-running processes) it waits for Redis to come up, however long that takes.
+    """
     if settings.redis_url is None and embedded_ok:
         log.info("no KOMT_REDIS_URL: using an embedded in-process Redis (jobs live only in this process)")
         client = embedded_redis()
     else:
         client = connect(settings)
+    queue = JobQueue(client, settings.queue)
     try:
-        try:
-            await client.ping()
-        except Exception as e:
-            raise QueueError(f"Redis does not answer: {e}") from e
-        yield JobQueue(client, settings.queue)
+        if wait:
+            await wait_for_redis(client, _where(settings))
+        else:
+            try:
+                await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT_SECONDS + 1)
+            except Exception as e:
+                raise QueueError(f"Redis does not answer: {e}") from e
+        yield queue
     finally:
+        await queue.close()
         await client.aclose()
+
+
+def _where(settings: Settings) -> str:
+    if settings.redis_url is None:
+        return "the embedded Redis"
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(settings.redis_url.get_secret_value())
+    return f"{parts.hostname or parts.path}:{parts.port or 6379}"

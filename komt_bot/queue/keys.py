@@ -17,6 +17,7 @@ Keys (``{p}`` is ``settings.queue.prefix``)::
     {p}:rate:{user}:{w} requests of one person in one minute window (per-user rate limit)
     {p}:worker:{name}   a live worker's presence record (JSON, with a TTL)
     {p}:component:{n}   a live adapter's presence record (JSON, with a TTL)
+    {p}:reader:{id}     a process's output reader's wake-up stream (a new reply interrupts its blocking XREAD)
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class QueueKeys:
 
     def component(self, name: str) -> str:
         return self.presence("component", name)
+
+    def reader_wake(self, reader_id: str) -> str:
+        return f"{self.prefix}:reader:{reader_id}"
 
     def for_job(self, job_id: str) -> list[str]:
         """The KEYS every job-changing script takes, in the order ``scripts/_common.lua`` names them."""

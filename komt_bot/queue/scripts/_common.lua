@@ -5,10 +5,23 @@
 local GROUP = 'workers'
 local RECENT_WINDOW = 3600
 
+-- A worker's fencing check: it may write for the job only while the job runs the attempt it started.
+local function owns(attempt)
+  return redis.call('HGET', KEYS[1], 'state') == 'running' and redis.call('HGET', KEYS[1], 'attempt') == attempt
+end
+
+-- An end the same attempt already wrote (a retry after a reply was lost on the way back).
+local function already_ended(attempt)
+  local state = redis.call('HGET', KEYS[1], 'state')
+  return (state == 'done' or state == 'failed' or state == 'cancelled')
+    and redis.call('HGET', KEYS[1], 'ended_attempt') == attempt
+end
+
 -- The one place a job reaches a final state: its last event, the record, expiry, counters, the stream entry.
 local function end_job(job_id, entry_id, state, now, ttl, event_type, event_data)
   redis.call('XADD', KEYS[2], '*', 'type', event_type, 'data', event_data)
-  redis.call('HSET', KEYS[1], 'state', state, 'finished', now)
+  redis.call('HSET', KEYS[1], 'state', state, 'finished', now,
+    'ended_attempt', redis.call('HGET', KEYS[1], 'attempt') or '0')
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('ZREM', KEYS[3], job_id)

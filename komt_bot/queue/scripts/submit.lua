@@ -1,7 +1,9 @@
 -- Queue a job, or return the one its idempotency key already made.
 -- KEYS: the job keys (see _common.lua), 11 idempotency key (the job hash itself when there is none)
 -- ARGV: 1 job id, 2 backlog cap, 3 idempotency ttl, 4.. field/value pairs of the new record
--- Returns {1, id} created, {0, id} already made by this key, {-1, backlog} refused.
+-- Returns {1, id} created, {0, id} already made by this key, {-1, backlog} refused. A retry of the same submit
+-- (same job id) returns {1, id} again and changes nothing.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, ARGV[1]} end
 if KEYS[11] ~= KEYS[1] then
   local existing = redis.call('GET', KEYS[11])
   if existing then return {0, existing} end

@@ -1,0 +1,162 @@
+"""The queue operations of the asking side: adapters, the terminal chat, the admin CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+from komt_bot.errors import BacklogFullError, JobNotFoundError, QueueError
+from komt_bot.jobs import Event, JobRecord, JobRequest, JobState, Submission
+from komt_bot.queue.base import QueueBase, StreamEntries, now_text
+from komt_bot.queue.reader import Outage, OutputReader
+
+RATE_WINDOW_SECONDS = 60
+
+
+def new_job_id() -> str:
+    """A short, sortable-enough, unique job id."""
+    return uuid.uuid4().hex[:16]
+
+
+class AskingOps(QueueBase):
+    """Submit, follow, cancel and look up jobs. Every method raises :class:`QueueError` when Redis stays away."""
+
+    _reader: OutputReader | None = None
+
+    @property
+    def reader(self) -> OutputReader:
+        """This queue's multiplexed output reader (one per process in practice)."""
+        if self._reader is None:
+            self._reader = OutputReader(self.redis, self.keys, outage_seconds=self.settings.outage_seconds)
+        return self._reader
+
+    async def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Submission:
+        """Queue a job, or return the one this idempotency key already made.
+
+        Raises :class:`BacklogFullError` when the backlog is at its cap.
+        """
+        job_id = new_job_id()
+        idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else self.keys.job(job_id)
+        fields = JobRecord.submit_fields(request, created=self.clock())
+        args: list[Any] = [job_id, self.settings.max_backlog, self.settings.idempotency_ttl_seconds]
+        for name, value in fields.items():
+            args += [name, value]
+        status, value = await self._ride(
+            lambda: self._run("submit", job_id, args, extra_keys=[idem_key]), "submit the job"
+        )
+        if int(status) == -1:
+            raise BacklogFullError(int(value), self.settings.max_backlog)
+        found = str(value)
+        # A retried submit whose first try landed finds its own job under the idempotency key: it is still new.
+        created = int(status) == 1 or found == job_id
+        return Submission(job_id=found, created=created, position=await self.position(found))
+
+    async def rate_limit(self, user: str, per_minute: int) -> float | None:
+        """Count one request of ``user``; return the seconds to wait when over ``per_minute``, else None.
+
+        A fixed one-minute window kept in Redis, so every adapter replica shares it. ``per_minute=0`` is off. Each
+        request is counted by an id of its own, so a retry after a lost reply never counts it twice.
+        """
+        if per_minute <= 0:
+            return None
+        now = self.clock()
+        window = int(now // RATE_WINDOW_SECONDS)
+        key = self.keys.rate(user, window)
+        request_id = uuid.uuid4().hex
+
+        async def count() -> int:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {request_id: now})
+                pipe.expire(key, 2 * RATE_WINDOW_SECONDS)
+                pipe.zcard(key)
+                _added, _expire, total = await pipe.execute()
+            return int(total)
+
+        total = await self._ride(count, "check the rate limit")
+        return None if total <= per_minute else (window + 1) * RATE_WINDOW_SECONDS - now
+
+    async def job_for_key(self, idempotency_key: str) -> str | None:
+        """The job an idempotency key made, while the key is remembered (``idempotency_ttl_seconds``)."""
+        job_id = await self._ride(lambda: self.redis.get(self.keys.idempotency(idempotency_key)), "look up the job")
+        return str(job_id) if job_id else None
+
+    async def position(self, job_id: str) -> int | None:
+        """How many jobs are ahead of this one, or None when it is not waiting."""
+        rank = await self._ride(lambda: self.redis.zrank(self.keys.waiting, job_id), "read the queue position")
+        return None if rank is None else int(cast(int, rank))
+
+    async def backlog(self) -> int:
+        """How many jobs wait to start."""
+        return int(await self._ride(lambda: self.redis.zcard(self.keys.waiting), "read the backlog"))
+
+    async def events(
+        self,
+        job_id: str,
+        *,
+        after: str = "0-0",
+        block_seconds: float = 1.0,
+        on_outage: Callable[[float], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[Event | None]:
+        """The job's events from the start (or after ``after``), ending with its terminal event.
+
+        Yields None whenever ``block_seconds`` pass without an event, so the caller can update a placeholder or
+        give up; the caller decides how long to wait in total. While Redis is unreachable ``on_outage`` is told for
+        how long (and None is yielded); reading resumes where it was once Redis answers. Raises
+        :class:`QueueError` once Redis has been away for ``outage_seconds``.
+        """
+        async with self.reader.watch(job_id, after=after) as watch:
+            while True:
+                try:
+                    item = await asyncio.wait_for(watch.inbox.get(), block_seconds)
+                except TimeoutError:
+                    yield None
+                    continue
+                if isinstance(item, QueueError):
+                    raise item
+                if isinstance(item, Outage):
+                    if on_outage is not None:
+                        await on_outage(item.seconds)
+                    yield None
+                    continue
+                yield item
+                if item.terminal:
+                    return
+
+    async def cancel(self, job_id: str, *, only_if_queued: bool = False) -> JobState:
+        """Ask a job to stop. A queued job ends at once; a running one stops at its next token batch.
+
+        With ``only_if_queued`` a running job is left alone (a purge that races a worker starting the job).
+        Returns the state the job was in. Raises :class:`JobNotFoundError` for an unknown id.
+        """
+        ttl = self.settings.job_ttl_seconds
+        args = [job_id, now_text(), ttl, ttl, "1" if only_if_queued else "0"]
+        state = await self._ride(lambda: self._run("cancel", job_id, args), "cancel the job")
+        if not state:
+            raise JobNotFoundError(job_id)
+        return cast(JobState, state)
+
+    async def job(self, job_id: str) -> JobRecord:
+        """The job's record (state, attempt, origin, times, ...). Raises :class:`JobNotFoundError`."""
+        fields = cast(
+            dict[str, str], await self._ride(lambda: self.redis.hgetall(self.keys.job(job_id)), "read the job")
+        )
+        if not fields:
+            raise JobNotFoundError(job_id)
+        return JobRecord.from_hash(job_id, fields)
+
+    async def output(self, job_id: str) -> list[Event]:
+        """Every event the job's output stream holds now."""
+        entries = cast(
+            StreamEntries, await self._ride(lambda: self.redis.xrange(self.keys.out(job_id)), "read the job's events")
+        )
+        return [Event.decode(str(entry_id), fields) for entry_id, fields in entries or []]
+
+    async def requeue_ended(self, job_id: str) -> tuple[str, int]:
+        """Queue a failed or cancelled job again from attempt 0 (admin). Returns (previous state, DLQ entries
+        removed); the previous state is "" for an unknown job and the job is left alone unless it had ended."""
+        previous, removed = await self._ride(
+            lambda: self._run("requeue_ended", job_id, [job_id, now_text()]), "requeue the job"
+        )
+        return str(previous), int(removed)

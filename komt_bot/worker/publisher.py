@@ -1,0 +1,99 @@
+"""The worker's publisher: every coalescing tick, all running jobs' new text goes out in one fenced call.
+
+Jobs never wait on Redis to keep generating: each appends its text to its :class:`JobText`, and the publisher
+sends what piled up, one script call per tick for all of them. During a Redis outage the call is retried while the
+text keeps piling up, so nothing is dropped; a job the worker turns out to have lost (another worker took it
+over) is told at once through ``lost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from komt_bot.errors import QueueError
+from komt_bot.jobs import ClaimedJob
+from komt_bot.queue import JobQueue
+from komt_bot.queue.working import TextPiece
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class JobText:
+    """The text of one running attempt: what is not published yet, and how many pieces went out."""
+
+    job: ClaimedJob
+    pending: str = ""
+    seq: int = 0
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    finishing: bool = False
+
+    def take(self) -> TextPiece | None:
+        """The pending text as the next piece (None when there is none)."""
+        if not self.pending:
+            return None
+        self.seq += 1
+        piece = TextPiece(self.job, self.seq, self.pending)
+        self.pending = ""
+        return piece
+
+
+class Publisher:
+    """Publishes the running jobs' text once per ``interval`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        interval: float,
+        jobs: Callable[[], Iterable[JobText]],
+        *,
+        on_first_text: Callable[[ClaimedJob], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.interval = interval
+        self._jobs = jobs
+        self._on_first_text = on_first_text
+        self._due = asyncio.Event()
+        self.lock = asyncio.Lock()  # one write at a time, so a job's end never overtakes its text
+        self.calls = 0  # publish calls made, for benchmarks
+
+    def wake(self) -> None:
+        """New text is pending."""
+        self._due.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled."""
+        last = 0.0
+        while True:
+            await self._due.wait()
+            wait = last + self.interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._due.clear()
+            last = time.monotonic()
+            await self.publish_pending()
+
+    async def publish_pending(self) -> None:
+        """Send every job's pending text now (one call)."""
+        async with self.lock:
+            pieces = [piece for text in self._jobs() if not text.finishing if (piece := text.take())]
+            if not pieces:
+                return
+            self.calls += 1
+            try:
+                lost = await self.queue.publish_text(pieces)
+            except QueueError as e:
+                window = self.queue.settings.outage_seconds
+                log.warning("could not publish for %.0f s: %s; giving these answers up", window, e)
+                lost = {piece.job.job_id for piece in pieces}
+        texts = {text.job.job_id: text for text in self._jobs()}
+        for piece in pieces:
+            if piece.job.job_id in lost:
+                if piece.job.job_id in texts:
+                    texts[piece.job.job_id].lost.set()
+            elif piece.seq == 1 and self._on_first_text is not None:
+                self._on_first_text(piece.job)
