@@ -90,6 +90,7 @@ class FakeDiscord:
         self.message_content_granted = message_content_granted
         self.calls: list[Call] = []
         self.identifies: list[Json] = []
+        self.sessions: list[str] = []  # each accepted IDENTIFY, once READY and every GUILD_CREATE went out
         self.resumes: list[Json] = []
         self.commands: dict[str, list[Json]] = {}  # "global" or guild id -> synced commands
         self.users: dict[int, Json] = {}
@@ -516,6 +517,7 @@ class FakeDiscord:
         )
         for guild_id in self.guilds:
             await self.dispatch("GUILD_CREATE", self._guild_payload(guild_id))
+        self.sessions.append(self._session_id)
 
     async def _resume(self, ws: web.WebSocketResponse, data: Json) -> None:
         if data.get("session_id") != self._session_id:
@@ -932,7 +934,8 @@ async def running_bot(
         logger.addHandler(errors)
     task = asyncio.create_task(serve(settings, queue, metrics=metrics), name="discord-adapter")
     try:
-        await fake.wait_for(lambda: task.done() or (fake.identifies and fake.commands), what="the bot to connect")
+        # A session, not just an IDENTIFY: one refused (no message-content intent) is followed by a second client.
+        await fake.wait_for(lambda: task.done() or (fake.sessions and fake.commands), what="the bot to connect")
         if task.done():
             task.result()  # the adapter stopped: raise what stopped it
         async with contextlib.AsyncExitStack() as stack:

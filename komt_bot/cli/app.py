@@ -128,6 +128,51 @@ def tiny_model(
     print(f"use it with: KOMT_MODEL__BASE={base} KOMT_MODEL__ADAPTER={adapter}")
 
 
+@dev_app.command("soak")
+def soak(
+    conversations: Annotated[int, typer.Option(min=1, help="conversations in all")] = 100,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="at once (default: all)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="real worker processes")] = 2,
+    tokens: Annotated[int, typer.Option(min=1, help="max new tokens per answer")] = 64,
+    model: Annotated[Path | None, typer.Option(help="a tiny-model DIR (default: build one)")] = None,
+    kill_every: Annotated[float | None, typer.Option(min=0.1, help="SIGKILL a random worker every S s")] = None,
+    freeze: Annotated[float | None, typer.Option(min=0.1, help="SIGSTOP one worker for S s, once")] = None,
+    restart_redis: Annotated[bool, typer.Option("--restart-redis", help="restart Redis once")] = False,
+    claim_idle: Annotated[float, typer.Option(min=0.1, help="KOMT_QUEUE__CLAIM_IDLE_SECONDS")] = 5.0,
+    heartbeat: Annotated[float, typer.Option(min=0.1, help="KOMT_QUEUE__HEARTBEAT_SECONDS")] = 1.0,
+    max_backlog: Annotated[int | None, typer.Option(min=1, help="default: room for every conversation")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="each ask's timeout_seconds")] = 600.0,
+    max_seconds: Annotated[float, typer.Option(min=1, help="bound on the whole load")] = 3600.0,
+    busy_ok: Annotated[bool, typer.Option("--busy-ok", help="accept 'busy' (backlog full) replies")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the kill choices")] = 0,
+    keep: Annotated[bool, typer.Option("--keep", help="keep the run's directory (logs, Redis data)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Soak test: private Redis, real workers on the tiny model, concurrent conversations, optional faults."""
+    from komt_bot.dev.command import soak_main
+    from komt_bot.dev.soak import SoakOptions
+
+    options = SoakOptions(
+        conversations=conversations,
+        concurrency=concurrency,
+        workers=workers,
+        tokens=tokens,
+        model=model,
+        kill_every=kill_every,
+        freeze=freeze,
+        restart_redis=restart_redis,
+        claim_idle=claim_idle,
+        heartbeat=heartbeat,
+        max_backlog=max_backlog,
+        ask_timeout=timeout,
+        max_seconds=max_seconds,
+        busy_ok=busy_ok,
+        seed=seed,
+        keep=keep,
+    )
+    raise typer.Exit(soak_main(options, as_json=as_json))
+
+
 @dev_app.command("settings")
 def show_settings(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,

@@ -16,7 +16,7 @@ from komt_bot.metrics import Metrics, process_metrics
 from komt_bot.prompt import render_turn
 from komt_bot.queue import JobQueue, open_queue
 from komt_bot.settings import Settings
-from komt_bot.worker import Worker
+from komt_bot.worker import Worker, default_worker_name
 from komt_bot.worker.metrics import MetricsHooks, sampling
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,15 @@ async def run_worker(
 
     ``on_ready`` gets the worker's graceful stop once the worker exists (the signal handlers use it).
     """
-    async with open_queue(settings, wait=True) as queue, process_metrics(settings.metrics, queue) as metrics:
+    worker_name = name or settings.worker.name or default_worker_name()
+    queue_client = open_queue(settings, wait=True, name=f"komt-worker-{worker_name}")
+    async with queue_client as queue, process_metrics(settings.metrics, queue) as metrics:
+        log.info(
+            "loading the model %s (adapter %s); this can take minutes", settings.model.base, settings.model.adapter
+        )
         engine = await load_warm_engine(settings)
         try:
-            worker = Worker(queue, engine, settings, name=name, hooks=MetricsHooks(queue, metrics))
+            worker = Worker(queue, engine, settings, name=worker_name, hooks=MetricsHooks(queue, metrics))
             if on_ready:
                 on_ready(worker.stop)
             async with sampling(worker, metrics):
@@ -115,7 +120,10 @@ async def run_worker(
 async def run_adapter(settings: Settings, name: str) -> None:
     """``komt-bot slack`` / ``komt-bot discord``."""
     serve = adapter_serve(name)
-    async with open_queue(settings, wait=True) as queue, process_metrics(settings.metrics, queue) as metrics:
+    async with (
+        open_queue(settings, wait=True, name=f"komt-{name}") as queue,
+        process_metrics(settings.metrics, queue) as metrics,
+    ):
         await serve(settings, queue, metrics=metrics)
 
 

@@ -35,8 +35,11 @@ HEALTH_CHECK_SECONDS = 30
 WAIT_LOG_SECONDS = 5.0
 
 
-def connect(settings: Settings) -> aioredis.Redis:
-    """A client for the configured Redis (text responses). Raises ConfigError when none is configured."""
+def connect(settings: Settings, *, name: str | None = None) -> aioredis.Redis:
+    """A client for the configured Redis (text responses), its connections named ``name`` in ``CLIENT LIST``.
+
+    Raises ConfigError when no Redis is configured.
+    """
     if settings.redis_url is None:
         raise ConfigError("KOMT_REDIS_URL: no Redis is configured (or run `komt-bot serve`, which embeds one)")
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -49,6 +52,7 @@ def connect(settings: Settings) -> aioredis.Redis:
         socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_SECONDS,
         retry=Retry(NoBackoff(), 0),
+        client_name=name,
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -81,7 +85,9 @@ async def wait_for_redis(client: aioredis.Redis, where: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_queue(settings: Settings, *, embedded_ok: bool = False, wait: bool = False) -> AsyncIterator[JobQueue]:
+async def open_queue(
+    settings: Settings, *, embedded_ok: bool = False, wait: bool = False, name: str | None = None
+) -> AsyncIterator[JobQueue]:
     """A JobQueue on the configured Redis, closed afterwards.
 
     It checks Redis with a PING: without ``wait`` a Redis that does not answer is a :class:`QueueError` at once;
@@ -91,7 +97,7 @@ async def open_queue(settings: Settings, *, embedded_ok: bool = False, wait: boo
         log.info("no KOMT_REDIS_URL: using an embedded in-process Redis (jobs live only in this process)")
         client = embedded_redis()
     else:
-        client = connect(settings)
+        client = connect(settings, name=name)
     queue = JobQueue(client, settings.queue)
     try:
         if wait:

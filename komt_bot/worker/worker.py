@@ -38,7 +38,8 @@ job_log = logging.getLogger("komt_bot.jobs")
 CANCEL_POLL_SECONDS = 0.1
 IDLE_CLAIM_BLOCK_SECONDS = 1.0
 STALE_HEARTBEATS = 3  # the worker promises a fresh presence record at least this many heartbeats apart
-STOP_GRACE_SECONDS = 5.0  # after the drain, background loops and hand-backs get this long, then the worker exits
+STOP_GRACE_SECONDS = 3.0  # after the drain, background loops and hand-backs get this long, then the worker exits
+PRESENCE_REMOVE_SECONDS = 2.0
 LOOP_CALL_TIMEOUT_SECONDS = 5.0  # a cancel-flag read that hangs this long is abandoned and tried again
 
 
@@ -112,7 +113,7 @@ class Worker:
                 task.cancel()
             await asyncio.wait(background, timeout=STOP_GRACE_SECONDS)
             with contextlib.suppress(QueueError, TimeoutError):
-                await asyncio.wait_for(self.queue.presence.remove("worker", self.name), STOP_GRACE_SECONDS)
+                await asyncio.wait_for(self.queue.presence.remove("worker", self.name), PRESENCE_REMOVE_SECONDS)
             log.info("worker %s stopped after %d jobs", self.name, self.jobs_done)
 
     async def _claim_loop(self, *, burst: bool) -> None:
@@ -124,7 +125,7 @@ class Worker:
                 continue
             block = 0.05 if burst else (0.01 if self._runs else IDLE_CLAIM_BLOCK_SECONDS)
             try:
-                jobs = await self.queue.claim(self.name, free, block_seconds=block)
+                jobs = await self._claim_unless_stopping(free, block)
             except QueueError as e:
                 log.warning("worker %s: %s; retrying in 1 s", self.name, e)
                 await self._sleep_unless_stopping(1.0)
@@ -139,6 +140,22 @@ class Worker:
             if not jobs and self._runs:
                 self._wake.clear()
                 await self._wait_for_room(0.05)
+
+    async def _claim_unless_stopping(self, count: int, block: float) -> list[ClaimedJob]:
+        """Claim, but give up the claim if the worker is told to stop first (a hung Redis must not hold a drain)."""
+        claim = asyncio.ensure_future(self.queue.claim(self.name, count, block_seconds=block))
+        if claim.done():
+            return claim.result()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({claim, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not claim.done():
+            claim.cancel()  # entries it had taken stay pending and are taken over by another worker
+            await asyncio.wait({claim}, timeout=STOP_GRACE_SECONDS)
+            return []
+        return claim.result()
 
     async def _wait_for_room(self, seconds: float = 1.0) -> None:
         with contextlib.suppress(TimeoutError):

@@ -1,0 +1,177 @@
+"""The faults a soak run injects while the conversations run, each optional:
+
+* **kill** (``--kill-every S``): every S seconds SIGKILL a random serving worker and start a replacement under a new
+  name. Its running jobs are taken over once idle for ``claim_idle_seconds``; their replies restart in place.
+* **freeze** (``--freeze S``): once, at about a third of the run, SIGSTOP the worker holding the most jobs for S
+  seconds, then SIGCONT. Its jobs are taken over meanwhile; when it wakes, its fenced writes must all be refused.
+* **restart** (``--restart-redis``): once, at about a third of the run, SIGTERM Redis (it flushes its append-only
+  file) and start the same command on the same port and directory. Everyone rides out the outage.
+
+"About a third of the run" is when a third of the conversations have shown answer text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from komt_bot.dev.processes import ManagedProcess, RedisServer, WorkerPool
+from komt_bot.queue import GROUP, JobQueue
+
+FaultKind = Literal["kill", "freeze", "restart"]
+THAW_SIGNAL_EXTRA_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """Which faults to inject."""
+
+    kill_every: float | None = None
+    freeze: float | None = None
+    restart_redis: bool = False
+    heartbeat_seconds: float = 1.0
+
+    @property
+    def any(self) -> bool:
+        """Whether any fault is planned."""
+        return bool(self.kill_every or self.freeze or self.restart_redis)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRecord:
+    """One injected fault: what, when (seconds after the load began), on what, for how long."""
+
+    kind: FaultKind
+    at: float
+    target: str
+    seconds: float | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Return as soon as any of ``events`` is set."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+class FaultInjector:
+    """Runs the planned faults against the run's workers and Redis, and records each one."""
+
+    def __init__(
+        self,
+        plan: FaultPlan,
+        pool: WorkerPool,
+        redis: RedisServer,
+        queue: JobQueue,
+        *,
+        started: float,
+        rng: random.Random,
+    ) -> None:
+        self.plan = plan
+        self.pool = pool
+        self.redis = redis
+        self.queue = queue
+        self.started = started
+        self.rng = rng
+        self.records: list[FaultRecord] = []
+        self.notes: list[str] = []
+
+    def _now(self) -> float:
+        return time.monotonic() - self.started
+
+    async def run(self, third: asyncio.Event, load_done: asyncio.Event) -> None:
+        """Inject every planned fault; return when the last has ended (after ``load_done`` for the kill loop)."""
+        tasks = []
+        if self.plan.kill_every:
+            tasks.append(self._kill_loop(self.plan.kill_every, load_done))
+        if self.plan.freeze:
+            tasks.append(self._freeze(self.plan.freeze, third, load_done))
+        if self.plan.restart_redis:
+            tasks.append(self._restart(third, load_done))
+        await asyncio.gather(*tasks)
+
+    async def _pending(self) -> dict[str, int]:
+        """Jobs each consumer holds now (entries delivered and not yet acknowledged)."""
+        summary = await self.queue.redis.xpending(self.queue.keys.jobs, GROUP)
+        return {str(c["name"]): int(c["pending"]) for c in (summary or {}).get("consumers") or []}
+
+    async def _kill_loop(self, every: float, load_done: asyncio.Event) -> None:
+        while not load_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(load_done.wait(), every)
+            if load_done.is_set():
+                return
+            serving = await self.pool.serving(self.queue)
+            candidates = [w for w in self.pool.live() if w.name in serving and not w.frozen] or [
+                w for w in self.pool.live() if not w.frozen
+            ]
+            if not candidates:
+                self.notes.append(f"{self._now():.1f} s: no live worker to kill")
+                continue
+            victim = self.rng.choice(candidates)
+            held = (await self._pending()).get(victim.name, 0)
+            at = self._now()
+            victim.kill()
+            replacement = self.pool.start_new()
+            detail = f"held {held} jobs; {'serving' if victim.name in serving else 'still loading'}"
+            self.records.append(FaultRecord("kill", at, victim.name, None, f"{detail}; replaced by {replacement.name}"))
+
+    async def _busiest(self) -> ManagedProcess | None:
+        pending = await self._pending()
+        live = [w for w in self.pool.live() if not w.frozen]
+        return max(live, key=lambda w: pending.get(w.name, 0), default=None)
+
+    async def _freeze(self, seconds: float, third: asyncio.Event, load_done: asyncio.Event) -> None:
+        await first_of(third, load_done)
+        victim = await self._busiest()
+        if victim is None or not third.is_set():
+            self.notes.append("freeze: not injected (the load ended first, or no live worker)")
+            return
+        held = (await self._pending()).get(victim.name, 0)
+        at = self._now()
+        victim.freeze()
+        try:
+            await asyncio.sleep(seconds)  # the fault itself: the worker stays stopped this long
+        finally:
+            thawed_wall = time.time()
+            victim.thaw()
+        woke = await self._heartbeat_after(victim.name, thawed_wall)
+        detail = f"held {held} jobs; " + ("heartbeat seen after SIGCONT" if woke else "no heartbeat after SIGCONT")
+        self.records.append(FaultRecord("freeze", at, victim.name, seconds, detail))
+
+    async def _heartbeat_after(self, name: str, wall: float) -> bool:
+        """Wait for the thawed worker's first presence record stamped after ``wall``: by then its heartbeat has run
+        the fencing check and it has dropped every job it lost."""
+        deadline = time.monotonic() + 3 * self.plan.heartbeat_seconds + THAW_SIGNAL_EXTRA_SECONDS
+        while time.monotonic() < deadline:
+            records = {r.name: r for r in await self.queue.presence.workers()}
+            record = records.get(name)
+            if record is not None and record.heartbeat > wall + self.plan.heartbeat_seconds:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    async def _restart(self, third: asyncio.Event, load_done: asyncio.Event) -> None:
+        await first_of(third, load_done)
+        if not third.is_set():
+            self.notes.append("restart: not injected (the load ended first)")
+            return
+        pending = sum((await self._pending()).values())
+        waiting = await self.queue.redis.zcard(self.queue.keys.waiting)
+        at = self._now()
+        seconds = await self.redis.restart()
+        detail = f"SIGTERM, same port and dir; {pending} jobs running, {waiting} waiting"
+        self.records.append(FaultRecord("restart", at, "redis", seconds, detail))
