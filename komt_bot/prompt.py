@@ -19,6 +19,9 @@ TURN_SEPARATOR = "\n\n"
 # "###" anywhere starts a template marker for the model (and is a stop sequence), so people's text never keeps it.
 _MARKER = re.compile(r"#{3,}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# In answers only newline and tab survive: a carriage return or vertical tab would make lines overwrite each other
+# in a terminal, and no chat platform shows them usefully. C1 controls (U+0080..U+009F) go too.
+_ANSWER_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SPECIAL_TOKENS = re.compile(r"</?s>|<unk>|<\|[a-z_]+\|>", re.IGNORECASE)
 
 TokenCounter = Callable[[str], int]
@@ -35,6 +38,11 @@ def sanitize(text: str) -> str:
     text = _SPECIAL_TOKENS.sub("", text)
     text = _MARKER.sub(lambda m: "# " * len(m.group(0)), text)
     return text.strip()
+
+
+def clean_answer(text: str) -> str:
+    """Generated text as people may see it: every control character except newline and tab removed."""
+    return _ANSWER_CONTROL.sub("", text)
 
 
 def render_turn(instruction: str, response: str | None = None) -> str:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from komt_bot.errors import EmptyPromptError, PromptTooLongError
 from komt_bot.jobs import Turn
-from komt_bot.prompt import build_prompt, check_question, extract_answer, render_turn, sanitize
+from komt_bot.prompt import build_prompt, check_question, clean_answer, extract_answer, render_turn, sanitize
 
 
 def words(text: str) -> int:
@@ -82,3 +82,10 @@ def test_answer_extraction_stops_at_the_first_stop_sequence() -> None:
     generated = "제주도 1박2일 코스입니다.\n### instruction: 다음 질문"
     assert extract_answer(generated, ("###", "</s>")) == "제주도 1박2일 코스입니다."
     assert render_turn("a", "b") == "### instruction: a\n\n### Response: b"
+
+
+@given(st.text())
+def test_answers_keep_only_newlines_and_tabs_of_the_control_characters(text: str) -> None:
+    cleaned = clean_answer(text)
+    assert all(ch in "\n\t" or not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F) for ch in cleaned)
+    assert [ch for ch in text if ch in "\n\t" or not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F)] == list(cleaned)

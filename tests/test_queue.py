@@ -254,3 +254,9 @@ async def test_a_worker_recovers_when_redis_comes_back_empty(queue: JobQueue, se
         sub = await queue.submit(question())
         events = await collect_events(queue, sub.job_id)
     assert "".join(e.text for e in events if e.type == "delta") == "다시 왔어요"
+
+
+async def test_control_characters_never_reach_a_reader(queue: JobQueue, settings: Settings) -> None:
+    async with running_worker(queue, ScriptedEngine("첫 줄\r덮어쓰기\x0b\x1b[2J끝\n\t다음"), settings):
+        events = await collect_events(queue, (await queue.submit(question())).job_id)
+    assert "".join(e.text for e in events if e.type == "delta") == "첫 줄덮어쓰기[2J끝\n\t다음"

@@ -77,6 +77,31 @@ class AskingOps(QueueBase):
         total = await self._ride(count, "check the rate limit")
         return None if total <= per_minute else (window + 1) * RATE_WINDOW_SECONDS - now
 
+    async def first_delivery(self, platform: str, event_key: str) -> bool:
+        """True for the first delivery of a platform event, False for a redelivery (kept ``idempotency_ttl``).
+
+        Safe to retry: the mark carries an id of this call, so a retry whose first try landed still says True.
+        """
+        mark = self.keys.adapter(platform, "seen", event_key)
+        token = uuid.uuid4().hex
+
+        async def claim() -> bool:
+            if await self.redis.set(mark, token, nx=True, ex=self.settings.idempotency_ttl_seconds):
+                return True
+            return bool(await self.redis.get(mark) == token)
+
+        return await self._ride(claim, "check for a redelivered event")
+
+    async def remember(self, platform: str, *parts: str, ttl: int) -> None:
+        """Keep an adapter's mark (e.g. a thread it answers in) for ``ttl`` seconds."""
+        key = self.keys.adapter(platform, *parts)
+        await self._ride(lambda: self.redis.set(key, "1", ex=ttl), "remember a thread")
+
+    async def remembered(self, platform: str, *parts: str) -> bool:
+        """Whether an adapter's mark is there."""
+        key = self.keys.adapter(platform, *parts)
+        return bool(await self._ride(lambda: self.redis.exists(key), "look up a thread"))
+
     async def job_for_key(self, idempotency_key: str) -> str | None:
         """The job an idempotency key made, while the key is remembered (``idempotency_ttl_seconds``)."""
         job_id = await self._ride(lambda: self.redis.get(self.keys.idempotency(idempotency_key)), "look up the job")

@@ -101,11 +101,10 @@ class WorkingOps(QueueBase):
         job_id = fields.get("job_id", "")
         s = self.settings
         args = [entry_id, consumer, now_text(), s.max_attempts, job_id, s.job_ttl_seconds]
-        status, attempt = await self._run("start", job_id, [*args, s.max_attempts * ATTEMPTS_PER_STRIKE])
+        status, attempt, *request = await self._run("start", job_id, [*args, s.max_attempts * ATTEMPTS_PER_STRIKE])
         if status != "run":
             return None
-        raw = await self.redis.hget(self.keys.job(job_id), "request")
-        return ClaimedJob(job_id, entry_id, int(attempt), JobRequest.model_validate_json(raw or "{}"))
+        return ClaimedJob(job_id, entry_id, int(attempt), JobRequest.model_validate_json(request[0]))
 
     async def heartbeat(self, consumer: str, jobs: Sequence[ClaimedJob]) -> set[str]:
         """Keep these jobs' entries claimed so nobody takes them over; returns the ids of jobs this worker lost."""

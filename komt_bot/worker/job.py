@@ -17,7 +17,7 @@ from typing import Literal
 from komt_bot.engine.base import Engine, FinishReason, GenerationRequest, SamplingParams
 from komt_bot.errors import PromptError, PromptTooLongError, QueueError
 from komt_bot.jobs import ClaimedJob
-from komt_bot.prompt import build_prompt
+from komt_bot.prompt import build_prompt, clean_answer
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
 from komt_bot.worker.hooks import JobOutcome, WorkerHooks
@@ -110,8 +110,9 @@ class JobRunner:
                     raise RuntimeError(update.error)
                 if run.text.lost.is_set():
                     raise JobLost
-                if update.text:
-                    run.text.pending += update.text
+                text = clean_answer(update.text)  # the one place, before any reader or sink sees it
+                if text:
+                    run.text.pending += text
                     self.publisher.wake()
                 if update.finished:
                     return update.finish_reason or "stop"

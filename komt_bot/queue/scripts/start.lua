@@ -1,7 +1,8 @@
 -- Start a claimed entry's job: one new attempt, or end it if it was cancelled meanwhile or is to be given up.
 -- KEYS: the job keys (see _common.lua)
 -- ARGV: 1 entry id, 2 worker, 3 now, 4 max strikes, 5 job id, 6 job ttl, 7 max attempts in all
--- Returns {status, attempt}: status "run", "skip" (gone or final), "cancelled", "dead".
+-- Returns {status, attempt, request}: status "run" (with the request JSON), "skip" (gone or final), "cancelled",
+-- "dead".
 --
 -- Attempts charge the guilty. A job found still 'running' was taken over from a worker that went silent (killed,
 -- frozen). It gets a strike only when that attempt never published any text: a question that crashes workers
@@ -32,4 +33,4 @@ redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[2], 'started', AR
   'published', 0)
 redis.call('ZREM', KEYS[3], ARGV[5])
 redis.call('XADD', KEYS[2], '*', 'type', 'start', 'data', cjson.encode({attempt = attempt}))
-return {'run', attempt}
+return {'run', attempt, redis.call('HGET', KEYS[1], 'request') or '{}'}
