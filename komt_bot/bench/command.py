@@ -22,7 +22,6 @@ from komt_bot.engine.base import SamplingParams
 from komt_bot.settings import GenerationSettings, ModelSettings, Settings, load_settings
 
 T = TypeVar("T")
-DUMMY_SHAPES = ("llama2-7b", "llama2-13b", "small", "tiny")
 DEFAULT_BENCH_DIR = Path(".bench")
 
 

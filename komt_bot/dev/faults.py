@@ -113,6 +113,8 @@ class FaultInjector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(load_done.wait(), every)
             if load_done.is_set():
+                if not any(record.kind == "kill" for record in self.records):
+                    self.notes.append(f"kill: none injected (the load ended within the first {every:g} s)")
                 return
             serving = await self.pool.serving(self.queue)
             candidates = [w for w in self.pool.live() if w.name in serving and not w.frozen] or [
