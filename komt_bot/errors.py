@@ -8,7 +8,9 @@ KomtError
 ├── PromptError            a question cannot be turned into a prompt
 │   ├── EmptyPromptError   nothing left after the mention was removed
 │   └── PromptTooLongError longer than the configured limit
-└── EngineError            the model failed to load or to generate
+├── EngineError            the model failed to load or to generate
+└── EvalError              `komt-bot eval` cannot go on
+    └── JudgeError         the judge server is unreachable or answers something unusable
 """
 
 from __future__ import annotations
@@ -62,3 +64,11 @@ class PromptTooLongError(PromptError):
 
 class EngineError(KomtError):
     """The model failed to load or to generate."""
+
+
+class EvalError(KomtError):
+    """``komt-bot eval`` cannot go on (no worker, answers file for other questions, stopped)."""
+
+
+class JudgeError(EvalError):
+    """The judge server is unreachable, refuses the request, or answers something that is not a chat completion."""

@@ -154,6 +154,19 @@ class LogSettings(BaseModel):
     format: Literal["text", "json"] = Field("text", description="text: readable lines; json: one object per line")
 
 
+class EvalSettings(BaseModel):
+    """`komt-bot eval`: the judge, any OpenAI-compatible chat-completions server."""
+
+    judge_url: str | None = Field(None, description="base URL ending in /v1, e.g. https://api.openai.com/v1")
+    judge_model: str | None = Field(None, description="the judge's model name, e.g. gpt-4o")
+    judge_api_key: SecretStr | None = Field(None, description="sent as a Bearer token; unset: no Authorization")
+
+    @field_validator("judge_url", "judge_model", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
 class Settings(BaseSettings):
     """Every setting of komt-bot. See config/komt-bot.example.toml for a commented copy."""
 
@@ -174,6 +187,7 @@ class Settings(BaseSettings):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -207,7 +221,7 @@ def _config_path() -> Path | None:
 
 def _shown_input(where: str, value: Any) -> str:
     """The offending value for the error line, unless it could be a secret or is too big to read."""
-    if any(word in where for word in ("TOKEN", "SECRET", "REDIS_URL")) or isinstance(value, dict | list):
+    if any(word in where for word in ("TOKEN", "SECRET", "REDIS_URL", "API_KEY")) or isinstance(value, dict | list):
         return ""
     text = repr(value)
     return f" (got {text[:80]})"

@@ -35,9 +35,10 @@ from adapters.slack.events import (
 from adapters.slack.sink import PLATFORM, ReplyTarget, SlackSink, StreamingGate, reply_limits, slack_size
 from komt_bot import messages
 from komt_bot.chat.ask import Refusal, admit, ask
+from komt_bot.chat.deliveries import Deliveries
 from komt_bot.chat.editor import ReplyEditor, split_text
 from komt_bot.chat.stop import StopResult, stop_job
-from komt_bot.errors import KomtError
+from komt_bot.errors import KomtError, QueueError
 from komt_bot.jobs import JobRequest, Origin, Turn
 from komt_bot.metrics import Metrics, count_platform_error
 from komt_bot.queue import JobQueue
@@ -82,6 +83,7 @@ class SlackResponder:
         self.identity = identity
         self.metrics = metrics
         self.streaming = StreamingGate(self.config.native_streaming)
+        self.deliveries = Deliveries(queue, PLATFORM)
 
     # -- what to answer ----------------------------------------------------------------------------------------
 
@@ -252,15 +254,11 @@ class SlackResponder:
 
     # -- Redis bookkeeping ------------------------------------------------------------------------------------
 
-    def _key(self, *parts: str) -> str:
-        return self.queue.keys.adapter(PLATFORM, *parts)
-
     async def _claim(self, key: str, editor: ReplyEditor) -> bool:
         """True for the first delivery of a message; False for a redelivery (or with Redis down, after saying so)."""
         try:
-            ttl = self.settings.queue.idempotency_ttl_seconds
-            return bool(await self.queue.redis.set(self._key("seen", key), "1", nx=True, ex=ttl))
-        except RedisError as e:
+            return await self.deliveries.first(key)
+        except QueueError as e:
             log.warning("slack: cannot reach Redis: %s", e)
             self._count("queue_down")
             await editor.finish(messages.QUEUE_DOWN)
@@ -268,14 +266,14 @@ class SlackResponder:
 
     async def _in_thread(self, question: SlackQuestion) -> bool:
         try:
-            return bool(await self.queue.redis.exists(self._key("thread", question.channel, question.thread_ts)))
-        except RedisError as e:
+            return await self.queue.remembered(PLATFORM, "thread", question.channel, question.thread_ts)
+        except QueueError as e:
             log.warning("slack: cannot reach Redis: %s", e)
             return False
 
     async def _remember_thread(self, channel: str, thread_ts: str) -> None:
-        with contextlib.suppress(RedisError):
-            await self.queue.redis.set(self._key("thread", channel, thread_ts), "1", ex=THREAD_MEMORY_SECONDS)
+        with contextlib.suppress(QueueError):
+            await self.queue.remember(PLATFORM, "thread", channel, thread_ts, ttl=THREAD_MEMORY_SECONDS)
 
     async def _cancel_quietly(self, key: str) -> None:
         with contextlib.suppress(KomtError, RedisError):
