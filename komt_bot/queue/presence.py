@@ -48,6 +48,9 @@ class WorkerRecord(PresenceRecord):
     device: str = "?"
     quantization: str | None = None
     engine: str = "?"
+    endpoint: str | None = None  # a remote engine's server (base URL)
+    engine_ok: bool | None = None  # whether that server answered the last check (None: no check, or not yet)
+    engine_error: str | None = None  # why it did not
     capacity: int = 0
     in_flight: int = 0
     tokens_per_second: float = 0.0

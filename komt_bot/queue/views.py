@@ -39,6 +39,10 @@ class WorkerView:
     draining: bool
     heartbeat_age: float
     stale: bool
+    engine: str = "?"
+    endpoint: str | None = None  # a remote engine's server
+    engine_ok: bool | None = None  # whether it answered the worker's last check (None: not checked)
+    engine_error: str | None = None
 
     @classmethod
     def from_record(cls, record: WorkerRecord, now: float, stale_after: float) -> WorkerView:
@@ -57,6 +61,10 @@ class WorkerView:
             draining=record.draining,
             heartbeat_age=round(age, 3),
             stale=age > stale_after,
+            engine=record.engine,
+            endpoint=record.endpoint,
+            engine_ok=record.engine_ok,
+            engine_error=record.engine_error,
         )
 
     @property

@@ -9,6 +9,7 @@ runs in a script that first checks the job still runs that attempt. A worker tha
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -84,7 +85,11 @@ class WorkingOps(QueueBase):
         # Entries are ours now: starting them must not be lost to a blip, or they would wait for a takeover.
         started: list[ClaimedJob] = []
         for entry_id, fields in entries:
-            job = await self._ride(lambda: self._start_job(consumer, entry_id, fields), "start a job")  # noqa: B023
+            token = uuid.uuid4().hex
+            job = await self._ride(
+                lambda: self._start_job(consumer, entry_id, fields, token),  # noqa: B023
+                "start a job",
+            )
             if job is not None:
                 started.append(job)
         return started
@@ -97,11 +102,14 @@ class WorkingOps(QueueBase):
             await self.redis.xack(self.keys.jobs, GROUP, deleted_id)
         return entries
 
-    async def _start_job(self, consumer: str, entry_id: str, fields: dict[str, str]) -> ClaimedJob | None:
+    async def _start_job(
+        self, consumer: str, entry_id: str, fields: dict[str, str], start_token: str
+    ) -> ClaimedJob | None:
         job_id = fields.get("job_id", "")
         s = self.settings
         args = [entry_id, consumer, now_text(), s.max_attempts, job_id, s.job_ttl_seconds]
-        status, attempt, *request = await self._run("start", job_id, [*args, s.max_attempts * ATTEMPTS_PER_STRIKE])
+        args += [s.max_attempts * ATTEMPTS_PER_STRIKE, start_token]
+        status, attempt, *request = await self._run("start", job_id, args)
         if status != "run":
             return None
         return ClaimedJob(job_id, entry_id, int(attempt), JobRequest.model_validate_json(request[0]))

@@ -8,7 +8,7 @@ if not state then return {'', 0} end
 if state ~= 'failed' and state ~= 'cancelled' then return {state, 0} end
 local previous_error = redis.call('HGET', KEYS[1], 'error')
 redis.call('HDEL', KEYS[1], 'worker', 'started', 'finished', 'entry', 'error', 'error_code', 'finish_reason', 'usage',
-  'strikes', 'lost', 'progress', 'published', 'ended_attempt')
+  'strikes', 'lost', 'progress', 'published', 'ended_attempt', 'start_token')
 local seq = redis.call('INCR', KEYS[10])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0, 'seq', seq, 'requeued', ARGV[2])
 if previous_error then redis.call('HSET', KEYS[1], 'previous_error', previous_error) end
