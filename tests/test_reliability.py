@@ -283,3 +283,51 @@ def test_sigterm_while_the_model_loads_stops_the_worker(tiny_model_dir: Path, pr
         worker.wait(10)
         if worker.stderr is not None:
             worker.stderr.close()
+
+
+def test_a_worker_started_before_redis_waits_for_it(tiny_model_dir: Path, tmp_path: Path, prefix: str) -> None:
+    server = PrivateRedis(tmp_path)  # not started yet
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KOMT_")},
+        "KOMT_REDIS_URL": server.url,
+        "KOMT_QUEUE__PREFIX": prefix,
+        "KOMT_MODEL__BASE": str(tiny_model_dir / "base"),
+        "KOMT_MODEL__ADAPTER": str(tiny_model_dir / "lora"),
+        "KOMT_LOG__LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "komt_bot", "worker", "--name", "patient"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            if "waiting for Redis" in line:
+                break
+        server.start()
+        asyncio.run(_registered(server.url, prefix, "patient"))
+        assert worker.poll() is None
+    finally:
+        worker.kill()
+        worker.wait(10)
+        server.stop()
+        if worker.stderr is not None:
+            worker.stderr.close()
+
+
+async def _registered(url: str, prefix: str, name: str) -> None:
+    settings = settings_for(url, prefix)
+    client = connect(settings)
+    queue = JobQueue(client, settings.queue)
+    try:
+
+        async def registered() -> bool:
+            return any(record.name == name for record in await queue.presence.workers())
+
+        await eventually(registered, timeout=60)
+    finally:
+        await client.aclose()
