@@ -19,10 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
 from komt_bot.cli.boundary import UsageProblem, fail
 from komt_bot.cli.render import render_detail, render_jobs, render_status
+from komt_bot.errors import QueueError
 from komt_bot.queue.inspect import LISTABLE_STATES, QueueAdmin, open_admin
+from komt_bot.queue.retry import Backoff
 from komt_bot.queue.views import PurgePlan, QueueStatus
 from komt_bot.settings import Settings, load_settings
 
@@ -80,11 +83,27 @@ async def watch_status(
     as_json: bool = False,
     iterations: int | None = None,
 ) -> None:
-    """Refresh the status every ``interval`` seconds until interrupted (JSON: one object per line)."""
+    """Refresh the status every ``interval`` seconds until interrupted (JSON: one object per line).
+
+    A Redis that goes away is waited for (saying so) for up to ``queue.outage_seconds``, like every reader.
+    """
     shown = 0
+    outage = Backoff(settings.queue.outage_seconds)
     with Live(console=console, auto_refresh=False) if not as_json else contextlib.nullcontext() as live:
         while True:
-            status = await admin.status()
+            try:
+                status = await admin.status()
+            except QueueError as e:
+                if outage.expired():
+                    raise
+                note = f"reconnecting to Redis ({outage.down_for:.0f} s): {e}"
+                if live is None:
+                    console.print_json(json.dumps({"reconnecting": True, "error": str(e)}), indent=None)
+                else:
+                    live.update(Text(note), refresh=True)
+                await outage.wait()
+                continue
+            outage.reset()
             if live is None:
                 console.print_json(json.dumps(status_json(status, settings), default=str), indent=None)
             else:
