@@ -258,16 +258,21 @@ async def test_a_drain_exits_even_when_redis_hangs(
     assert took < 0.5 + 20  # drain_seconds plus the fixed grace periods, whatever Redis does
 
 
-def test_sigterm_while_the_model_loads_stops_the_worker(tiny_model_dir: Path, prefix: str) -> None:
-    env = {
+def tiny_worker_env(model_dir: Path, redis_url: str, prefix: str) -> dict[str, str]:
+    """The environment of a real ``komt-bot worker`` on the tiny model (no settings of the test runner's own)."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("KOMT_")},
-        "KOMT_REDIS_URL": os.environ.get("KOMT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "KOMT_REDIS_URL": redis_url,
         "KOMT_QUEUE__PREFIX": prefix,
-        "KOMT_MODEL__BASE": str(tiny_model_dir / "base"),
-        "KOMT_MODEL__ADAPTER": str(tiny_model_dir / "lora"),
+        "KOMT_MODEL__BASE": str(model_dir / "base"),
+        "KOMT_MODEL__ADAPTER": str(model_dir / "lora"),
         "KOMT_LOG__LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def test_sigterm_while_the_model_loads_stops_the_worker(tiny_model_dir: Path, prefix: str) -> None:
+    env = tiny_worker_env(tiny_model_dir, os.environ.get("KOMT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"), prefix)
     worker = subprocess.Popen(
         [sys.executable, "-m", "komt_bot", "worker"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     )
@@ -287,15 +292,7 @@ def test_sigterm_while_the_model_loads_stops_the_worker(tiny_model_dir: Path, pr
 
 def test_a_worker_started_before_redis_waits_for_it(tiny_model_dir: Path, tmp_path: Path, prefix: str) -> None:
     server = PrivateRedis(tmp_path)  # not started yet
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KOMT_")},
-        "KOMT_REDIS_URL": server.url,
-        "KOMT_QUEUE__PREFIX": prefix,
-        "KOMT_MODEL__BASE": str(tiny_model_dir / "base"),
-        "KOMT_MODEL__ADAPTER": str(tiny_model_dir / "lora"),
-        "KOMT_LOG__LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = tiny_worker_env(tiny_model_dir, server.url, prefix)
     worker = subprocess.Popen(
         [sys.executable, "-m", "komt_bot", "worker", "--name", "patient"],
         cwd=ROOT,
