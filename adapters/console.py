@@ -1,47 +1,150 @@
-"""The terminal adapter: ``komt-bot chat [PROMPT]``, through the queue like every other adapter.
+"""The terminal adapter: ``komt-bot chat [PROMPT]`` (and ``serve --chat``), through the queue like every adapter.
 
-Without a prompt it is a REPL that keeps the conversation as context (``/reset`` forgets it, ``/quit`` or
-Ctrl-D leaves). Ctrl-C during an answer stops that job.
+Without a prompt it is a REPL that keeps the conversation as context: ``/reset`` forgets it; ``/quit``, Ctrl-D, or
+Ctrl-C at the prompt leaves (with a newline). Ctrl-C during an answer stops that answer — its job is cancelled, the
+text so far stays — and the chat goes on; a second Ctrl-C stops waiting for the worker to confirm.
+
+Ctrl-C reaches the chat as :meth:`Interrupts.press` (komt_bot.cli.signals.Shutdown hands SIGINT to it while a chat
+runs). Lines are read in a thread of their own, so the event loop — and Ctrl-C — stays live while the prompt waits;
+tests pass a scripted ``read`` and press the keys themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import sys
+import threading
 import time
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 from komt_bot import messages
+from komt_bot.chat.ask import Refusal, check
 from komt_bot.errors import KomtError, QueueError
 from komt_bot.jobs import JobRequest, Origin, Turn
-from komt_bot.prompt import check_question
 from komt_bot.queue import JobQueue, open_queue
 from komt_bot.settings import Settings
 
-NO_WORKER = "⚠️ 실행 중인 작업자가 없습니다 / no worker is running: start one with `komt-bot worker`"
+PROMPT = "\nyou> "
+ANSWER_PREFIX = "komt> "
+
+
+class Interrupts:
+    """Ctrl-C as the terminal chat sees it: each press wakes whatever the chat is waiting on."""
+
+    def __init__(self) -> None:
+        self._pressed = asyncio.Event()
+        self.active = False  # a chat is running: Ctrl-C is its, not the command's
+        self.reader_blocked = False  # a line reader was left waiting on stdin (Ctrl-C at the prompt)
+
+    def press(self) -> bool:
+        """One Ctrl-C (call it on the event loop's thread). True when a chat took it."""
+        if not self.active:
+            return False
+        self._pressed.set()
+        return True
+
+    def clear(self) -> None:
+        """Forget presses so far."""
+        self._pressed.clear()
+
+    async def wait(self) -> None:
+        """Return at the next press (at once if one is pending)."""
+        await self._pressed.wait()
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[Interrupts]:
+        """Ctrl-C belongs to the chat for the duration of the block."""
+        self.active = True
+        self.clear()
+        try:
+            yield self
+        finally:
+            self.active = False
+
+    def leave(self) -> None:
+        """End the process now if a line reader still waits on stdin: a thread blocked reading it could crash the
+        interpreter's shutdown. Called by the command once the chat is over."""
+        if self.reader_blocked:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+async def _first(work: asyncio.Future[Any], keys: Interrupts) -> bool:
+    """Wait for ``work`` or a Ctrl-C, whichever comes first: True when ``work`` is done."""
+    pressed = asyncio.ensure_future(keys.wait())
+    try:
+        await asyncio.wait({work, pressed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        pressed.cancel()
+    return work.done()
+
+
+def _read_in_thread(read: Callable[[str], str], prompt: str) -> asyncio.Future[str | None]:
+    """``read(prompt)`` in a daemon thread; the future holds the line, or None at end of input."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str | None] = loop.create_future()
+
+    def settle(line: str | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(line)
+
+    def target() -> None:
+        line: str | None = None
+        error: BaseException | None = None
+        try:
+            line = read(prompt)
+        except EOFError:
+            pass
+        except BaseException as e:
+            error = e
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, line, error)
+
+    threading.Thread(target=target, name="komt-chat-input", daemon=True).start()
+    return future
 
 
 async def answer(
-    queue: JobQueue, settings: Settings, conversation: list[Turn], *, out: TextIO = sys.stdout
+    queue: JobQueue,
+    settings: Settings,
+    conversation: list[Turn],
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    interrupts: Interrupts | None = None,
+    prefix: str = "",
 ) -> str | None:
-    """Ask the queue and print the answer as it streams. Returns the answer, or None if it did not finish."""
+    """Ask the queue and print the answer as it streams (status lines go to ``err``). Returns the answer, or None
+    if it did not finish. A Ctrl-C (``interrupts``) cancels the job; the text so far stays on screen."""
+    keys = interrupts or Interrupts()
+    question = check(conversation[-1].text, settings.limits)
+    if isinstance(question, Refusal):
+        print(messages.TERMINAL_EMPTY if question.kind == "empty" else question.text, file=out, flush=True)
+        return None
+    request = JobRequest(
+        conversation=[*conversation[:-1], Turn(role="user", text=question)], origin=Origin(platform="console")
+    )
     try:
-        question = check_question(conversation[-1].text, max_chars=settings.limits.max_question_chars)
-        request = JobRequest(
-            conversation=[*conversation[:-1], Turn(role="user", text=question)], origin=Origin(platform="console")
-        )
         submission = await queue.submit(request)
         if not await queue.presence.workers():
-            print(NO_WORKER, file=sys.stderr)
+            print(messages.TERMINAL_NO_WORKER, file=err, flush=True)
     except KomtError as e:
-        print(messages.for_error(e), file=out)
+        print(messages.for_error(e), file=out, flush=True)
         return None
     try:
-        return await _stream(queue, submission.job_id, settings, out)
+        return await _follow(queue, submission.job_id, settings, keys, out=out, err=err, prefix=prefix)
     except QueueError:
-        print("\n" + messages.QUEUE_DOWN, file=out)
+        print("\n" + messages.QUEUE_DOWN, file=out, flush=True)
         return None
     finally:
         with contextlib.suppress(KomtError):
@@ -49,64 +152,137 @@ async def answer(
                 await queue.cancel(submission.job_id)
 
 
-async def _stream(queue: JobQueue, job_id: str, settings: Settings, out: TextIO) -> str | None:
+async def _follow(
+    queue: JobQueue, job_id: str, settings: Settings, keys: Interrupts, *, out: TextIO, err: TextIO, prefix: str
+) -> str | None:
     deadline = time.monotonic() + settings.queue.job_timeout_seconds
     text = ""
-    shown_position: int | None = -1
-    async for event in queue.events(job_id, block_seconds=0.5):
-        if event is None:
-            if time.monotonic() > deadline:
-                print("\n" + messages.TIMEOUT, file=out)
+    shown_position: int | None = None
+    stop_asked = False
+    events = queue.events(job_id, block_seconds=0.5)
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            pending = pending or asyncio.ensure_future(anext(events))
+            if not await _first(pending, keys):  # Ctrl-C
+                keys.clear()
+                if not stop_asked:
+                    stop_asked = True
+                    cancelling = asyncio.ensure_future(queue.cancel(job_id))
+                    cancelling.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
+                    if await _first(cancelling, keys):
+                        continue  # the worker confirms with a "done: cancelled" event
+                # The second Ctrl-C: stop waiting for the worker (or for Redis) to confirm.
+                print("\n" + messages.STOPPED, file=out, flush=True)
                 return None
-            position = await queue.position(job_id)
-            if position is not None and position != shown_position:
-                print(messages.queued(position), file=sys.stderr)
-                shown_position = position
-            continue
-        if event.type == "start" and event.attempt > 1:
-            print("\n" + messages.RESTARTED, file=out)
-            text = ""
-        elif event.type == "delta":
-            text += event.text
-            out.write(event.text)
-            out.flush()
-        elif event.type == "error":
-            print("\n" + messages.failed(event.code, event.message), file=out)
-            return None
-        elif event.type == "done":
-            suffix = {"cancelled": messages.STOPPED, "length": messages.TRUNCATED}.get(event.finish_reason or "")
-            print("\n" + suffix if suffix else "", file=out)
-            return text if event.finish_reason != "cancelled" else None
-    return None  # pragma: no cover - events() always ends with a terminal event
+            event, pending = pending.result(), None
+            if event is None:
+                if time.monotonic() > deadline:
+                    print("\n" + messages.TIMEOUT, file=out, flush=True)
+                    return None
+                position = await queue.position(job_id)
+                if position is not None and position != shown_position:
+                    print(messages.queue_position(position), file=err, flush=True)
+                    shown_position = position
+                continue
+            if event.type == "start":
+                if event.attempt > 1 and text:
+                    print("\n" + messages.RESTARTED, file=out, flush=True)
+                text = ""
+                out.write(prefix)
+                out.flush()
+            elif event.type == "delta":
+                text += event.text
+                out.write(event.text)
+                out.flush()
+            elif event.type == "error":
+                print("\n" + messages.failed(event.code, event.message), file=out, flush=True)
+                return None
+            elif event.type == "done":
+                suffix = {"cancelled": messages.STOPPED, "length": messages.TRUNCATED}.get(event.finish_reason or "")
+                print("\n" + suffix if suffix else "", file=out, flush=True)
+                return text if event.finish_reason != "cancelled" else None
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
 
 
-async def repl(queue: JobQueue, settings: Settings, read: Callable[[str], str] = input) -> None:
-    """Chat until end of input, keeping the conversation."""
+@contextlib.contextmanager
+def _terminal_kept() -> Iterator[None]:
+    """Put the terminal back as it was: a line editor stopped mid-line (Ctrl-C at the prompt) may leave it raw."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd) if os.isatty(fd) else None
+    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal, or not a POSIX one
+        saved = None
+    if saved is None:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def repl(
+    queue: JobQueue,
+    settings: Settings,
+    read: Callable[[str], str] = input,
+    *,
+    interrupts: Interrupts | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> None:
+    """Chat until ``/quit``, end of input or Ctrl-C at the prompt, keeping the conversation."""
+    keys = interrupts or Interrupts()
     conversation: list[Turn] = []
-    print("komt-bot — 질문을 입력하세요 (/reset 새 대화, /quit 종료) / ask away (/reset, /quit)")
-    while True:
-        try:
-            line = await asyncio.to_thread(read, "\nyou> ")
-        except EOFError:
-            print()
-            return
-        command = line.strip()
-        if command in ("/quit", "/exit"):
-            return
-        if command == "/reset":
-            conversation = []
-            print("(새 대화 / new conversation)")
-            continue
-        print("komt> ", end="", flush=True)
-        reply = await answer(queue, settings, [*conversation, Turn(role="user", text=line)])
-        if reply is not None:
-            conversation += [Turn(role="user", text=line), Turn(role="assistant", text=reply)]
+    print(messages.TERMINAL_WELCOME, file=out, flush=True)
+    with keys.taken(), _terminal_kept():
+        while True:
+            keys.clear()
+            reading = _read_in_thread(read, PROMPT)
+            if not await _first(reading, keys):
+                keys.reader_blocked = True
+                print(file=out, flush=True)
+                return
+            line = reading.result()
+            if line is None:  # Ctrl-D
+                print(file=out, flush=True)
+                return
+            command = line.strip()
+            if command in ("/quit", "/exit"):
+                return
+            if command == "/reset":
+                conversation = []
+                print(messages.TERMINAL_RESET, file=out, flush=True)
+                continue
+            if not command:
+                continue
+            turns = [*conversation, Turn(role="user", text=line)]
+            reply = await answer(queue, settings, turns, out=out, err=err, interrupts=keys, prefix=ANSWER_PREFIX)
+            if reply is not None:
+                conversation += [Turn(role="user", text=line), Turn(role="assistant", text=reply)]
 
 
-async def run_chat(settings: Settings, prompt: str | None) -> None:
-    """``komt-bot chat``: one question, or the REPL."""
+async def run_chat(settings: Settings, prompt: str | None, interrupts: Interrupts | None = None) -> None:
+    """``komt-bot chat``: one question (Ctrl-C cancels it), or the REPL."""
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (line editing and history for input())
+    keys = interrupts or Interrupts()
     async with open_queue(settings) as queue:
         if prompt is None:
-            await repl(queue, settings)
-        elif await answer(queue, settings, [Turn(role="user", text=prompt)]) is None:
+            await repl(queue, settings, interrupts=keys)
+            return
+        with keys.taken():
+            reply = await answer(queue, settings, [Turn(role="user", text=prompt)], interrupts=keys)
+        if reply is None:
             raise SystemExit(1)

@@ -7,7 +7,7 @@ These are the only shapes that cross the queue. :class:`JobRecord` parses the jo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +17,8 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 FINAL_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
 EventType = Literal["start", "delta", "done", "error"]
 DEAD_LETTER_CODE = "dead_letter"
+Rating = Literal["up", "down"]
+RATINGS: tuple[Rating, ...] = ("up", "down")
 
 
 class Turn(BaseModel):
@@ -208,3 +210,39 @@ class ClaimedJob:
     entry_id: str
     attempt: int
     request: JobRequest
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackCounts:
+    """How people rated one answer (``{p}:feedback:{id}``): how many chose each rating, one vote a person.
+
+    After a click (:meth:`komt_bot.queue.JobQueue.record_feedback`) ``previous`` is the clicker's rating before it,
+    None when it was their first.
+    """
+
+    up: int = 0
+    down: int = 0
+    previous: Rating | None = None
+
+    @classmethod
+    def from_ratings(cls, ratings: Iterable[str], previous: str | None = None) -> FeedbackCounts:
+        """Count the ratings of a feedback hash's values (unknown values are ignored)."""
+        values = list(ratings)
+        return cls(up=values.count("up"), down=values.count("down"), previous=as_rating(previous))
+
+    @property
+    def total(self) -> int:
+        """Everyone who rated the answer."""
+        return self.up + self.down
+
+    def to_json(self) -> dict[str, int]:
+        """The count of each rating."""
+        return {"up": self.up, "down": self.down}
+
+
+def as_rating(value: str | None) -> Rating | None:
+    """``value`` as a :data:`Rating`, or None when it is not one."""
+    for rating in RATINGS:
+        if value == rating:
+            return rating
+    return None

@@ -31,6 +31,41 @@ NOT_ALLOWED = "🔒 이 채널이나 사용자에게는 허용되지 않았습�
 DMS_OFF = "🔒 DM에서는 사용할 수 없습니다 / komt-bot does not answer direct messages"
 TRUNCATED = "✂️ (최대 길이에 도달해 답변이 잘렸습니다 / the answer hit the length limit)"
 
+# Slack's assistant threads: the status line under the thread while a question waits, and the suggested prompts.
+THINKING = "💭 질문을 읽는 중… / reading the question…"
+SUGGESTED_PROMPTS_TITLE = "무엇을 도와드릴까요? / what can I help with?"
+SUGGESTED_PROMPTS = (
+    "김치찌개를 맛있게 끓이는 방법을 알려 주세요.",
+    "제주도 2박 3일 여행 일정을 짜 주세요.",
+    "이 문장을 자연스러운 영어로 번역해 주세요: 회의는 내일 오후 3시에 시작합니다.",
+    "파이썬에서 리스트와 튜플의 차이는 무엇인가요?",
+)
+
+# The 👍/👎 buttons under a finished answer, and what the person who clicked is told (privately).
+FEEDBACK_UP = "좋은 답변 / good answer"
+FEEDBACK_DOWN = "아쉬운 답변 / bad answer"
+FEEDBACK_THANKS = "🙏 평가해 주셔서 고맙습니다 / thanks for the feedback"
+FEEDBACK_CHANGED = "🔁 평가를 바꿨습니다 / your rating was changed"
+FEEDBACK_EXPIRED = "⌛ 오래된 답변이라 평가를 남길 수 없습니다. 고맙습니다 / this answer is too old to rate, thank you"
+
+
+# The terminal chat (`komt-bot chat`, `serve --chat`): no mentions there, and it can say how to start a worker.
+TERMINAL_WELCOME = (
+    "komt-bot — 질문을 입력하세요 (/reset 새 대화, /quit 또는 Ctrl-D 종료, 답변 중 Ctrl-C는 답변만 중단) / "
+    "ask away (/reset: new conversation, /quit or Ctrl-D: leave, Ctrl-C during an answer: stop it)"
+)
+TERMINAL_RESET = "(새 대화 / new conversation)"
+TERMINAL_EMPTY = "🤔 질문이 비어 있습니다. 질문을 입력해 주세요 / the question is empty: type a question"
+TERMINAL_NO_WORKER = (
+    "⚠️ 실행 중인 작업자가 없어 질문이 대기열에서 기다립니다. 다른 터미널에서 `komt-bot worker`로 시작하세요 / "
+    "no worker is running, so the question waits in the queue: start one in another terminal with `komt-bot worker`"
+)
+
+
+def queue_position(ahead: int) -> str:
+    """Where a waiting job stands, for a surface that shows every change (the terminal)."""
+    return f"⏳ 대기 중: {ahead + 1}번째 / waiting: number {ahead + 1} in the queue"
+
 
 def too_long(length: int, limit: int) -> str:
     """A question over the size limit."""

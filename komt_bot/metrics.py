@@ -59,6 +59,12 @@ class Metrics:
         self.requests = Counter(
             "komt_requests_total", "Questions received by adapters, by result", ["platform", "result"], registry=r
         )
+        self.feedback = Counter(
+            "komt_feedback_total",
+            "Ratings of answers given with the feedback buttons (a changed rating counts as the new one)",
+            ["platform", "rating"],
+            registry=r,
+        )
         self.endpoint: MetricsServer | None = None  # set by serve_metrics
 
 

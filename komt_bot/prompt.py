@@ -26,6 +26,14 @@ _SPECIAL_TOKENS = re.compile(r"</?s>|<unk>|<\|[a-z_]+\|>", re.IGNORECASE)
 
 TokenCounter = Callable[[str], int]
 
+# How the question limit follows the model's budget. A Llama-2 token spells about 4 characters of English prose,
+# 3 of code and at most 1 or 2 of Korean; no natural text averages more than MAX_CHARS_PER_TOKEN characters a
+# token. The template and the BOS token take TEMPLATE_TOKENS. So a question longer than
+# MAX_CHARS_PER_TOKEN × (max_prompt_tokens − TEMPLATE_TOKENS) characters can never fit the prompt, and adapters
+# refuse it at once instead of queueing it for a worker to fail with prompt_too_long (komt_bot.chat.ask).
+MAX_CHARS_PER_TOKEN = 6
+TEMPLATE_TOKENS = 16
+
 
 def sanitize(text: str) -> str:
     """Make a person's text safe to place inside the template.
@@ -59,6 +67,11 @@ def check_question(text: str, *, max_chars: int) -> str:
     if not cleaned:
         raise EmptyPromptError("the question is empty")
     return cleaned
+
+
+def question_char_limit(max_prompt_tokens: int) -> int:
+    """The longest question (in characters) that could still fit a prompt of ``max_prompt_tokens`` tokens."""
+    return MAX_CHARS_PER_TOKEN * max(1, max_prompt_tokens - TEMPLATE_TOKENS)
 
 
 def merge_turns(turns: Iterable[Turn]) -> list[Turn]:

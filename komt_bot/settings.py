@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from komt_bot import messages
 from komt_bot.errors import ConfigError
+from komt_bot.settings_sources import read_toml, warn_unknown_env
 
 DEFAULT_CONFIG_PATH = Path("config/komt-bot.toml")
 DEFAULT_STOP_SEQUENCES = ("###", "</s>", "<|end|>")
@@ -39,6 +37,9 @@ class QueueSettings(BaseModel):
         60.0, gt=0, description="Redis unreachable this long before readers, workers and adapters give up"
     )
     max_connections: int = Field(64, ge=4, description="Redis connections one process opens at most")
+    embedded_dir: Path | None = Field(
+        None, description="where serve's embedded redis-server keeps its data; unset: $XDG_STATE_HOME/komt-bot/redis"
+    )
 
 
 class ModelSettings(BaseModel):
@@ -51,7 +52,9 @@ class ModelSettings(BaseModel):
     load_format: Literal["auto", "dummy"] = "auto"
     dummy_shape: str = Field("tiny", description="with load_format=dummy: llama2-7b, llama2-13b, small, tiny")
     merge_adapter: bool = Field(False, description="merge the LoRA into an unquantized base for speed")
-    engine: Literal["batching", "sequential"] = "batching"
+    engine: Literal["batching", "sequential", "openai"] = Field(
+        "batching", description="batching, sequential, or openai (an OpenAI-compatible server: [openai])"
+    )
     max_batch_size: int = Field(16, ge=1, description="requests decoded together")
     kv_cache_blocks: int | None = Field(None, ge=1, description="KV cache pages; unset sizes it from batch")
     max_prompt_tokens: int = Field(1536, ge=16)
@@ -75,6 +78,22 @@ class GenerationSettings(BaseModel):
     stop: tuple[str, ...] = DEFAULT_STOP_SEQUENCES
 
 
+class OpenAISettings(BaseModel):
+    """The OpenAI-compatible server (vLLM, SGLang, ``transformers serve``) that ``model.engine = "openai"`` uses."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="the server's API root, ending in /v1")
+    model: str = Field("komt", description="the served model name: the LoRA's name in --lora-modules, or the base")
+    api_key: SecretStr | None = Field(None, description="sent as a Bearer token; unset: no Authorization header")
+    max_concurrency: int = Field(64, ge=1, description="requests one worker sends at once (the engine's capacity)")
+    connect_timeout_seconds: float = Field(5.0, gt=0, description="a server that does not accept this fast is down")
+    read_timeout_seconds: float = Field(60.0, gt=0, description="a stream silent this long is given up")
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
 class WorkerSettings(BaseModel):
     """The worker process."""
 
@@ -89,6 +108,13 @@ class LimitSettings(BaseModel):
 
     max_question_chars: int = Field(8000, ge=1)
     rate_limit_per_minute: int = Field(6, ge=0, description="requests per user per minute; 0 = unlimited")
+    _prompt_tokens: int | None = PrivateAttr(None)
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        """The model's prompt budget (``model.max_prompt_tokens``) when these limits belong to a :class:`Settings`:
+        komt_bot.chat.ask refuses questions that could never fit it (see komt_bot.prompt.question_char_limit)."""
+        return self._prompt_tokens
 
 
 class SlackSettings(BaseModel):
@@ -111,6 +137,19 @@ class SlackSettings(BaseModel):
     max_message_bytes: int = Field(
         3800, ge=200, le=3900, description="split answers before this many UTF-8 bytes (msg_too_long is near 4000)"
     )
+    suggested_prompts: list[str] = Field(
+        default_factory=lambda: list(messages.SUGGESTED_PROMPTS),
+        max_length=4,
+        description="questions offered when someone opens the assistant (Slack shows at most 4); empty: none",
+    )
+
+    @field_validator("suggested_prompts")
+    @classmethod
+    def _no_empty_prompts(cls, value: list[str]) -> list[str]:
+        prompts = [prompt.strip() for prompt in value]
+        if not all(prompts):
+            raise ValueError("a suggested prompt is empty")
+        return prompts
 
     @field_validator("api_url")
     @classmethod
@@ -177,10 +216,13 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    redis_url: SecretStr | None = Field(None, description="unset: `serve` embeds an in-process Redis")
+    redis_url: SecretStr | None = Field(
+        None, description="unset: `serve` runs an embedded redis-server that the other commands find"
+    )
     queue: QueueSettings = Field(default_factory=QueueSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
@@ -188,6 +230,22 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url_has_a_scheme(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text == "":
+            return None
+        if isinstance(text, str) and urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+            # Never echo the value: it may hold a password.
+            raise ValueError("needs a scheme: redis://HOST:PORT/DB (rediss:// for TLS, unix:///PATH for a socket)")
+        return value
+
+    @model_validator(mode="after")
+    def _share_the_prompt_budget(self) -> Settings:
+        self.limits._prompt_tokens = self.model.max_prompt_tokens
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -201,7 +259,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = _config_path()
         if toml_path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=read_toml(settings_cls, toml_path)))
         return tuple(sources)
 
     def masked(self) -> dict[str, Any]:
@@ -228,12 +286,17 @@ def _shown_input(where: str, value: Any) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings, turning any invalid value into one readable :class:`ConfigError`."""
+    """Read the settings, turning any invalid value into one readable :class:`ConfigError`.
+
+    A ``KOMT_`` variable or TOML key that names no setting is a warning naming the closest real one.
+    """
+    warn_unknown_env(Settings, os.environ)
     try:
         return Settings(**overrides)
     except ValidationError as e:
         first = e.errors()[0]
         where = "KOMT_" + "__".join(str(part).upper() for part in first["loc"]) if first["loc"] else "settings"
-        raise ConfigError(f"{where}: {first['msg']}{_shown_input(where, first.get('input'))}") from e
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message}{_shown_input(where, first.get('input'))}") from e
     except ValueError as e:  # malformed TOML or env JSON
         raise ConfigError(f"settings: {e}") from e

@@ -11,8 +11,16 @@ import redis.asyncio as aioredis
 
 from komt_bot.settings import Settings, load_settings
 from tests.model_fixtures import tiny_model_dir  # noqa: F401  (fixture)
+from tests.openai_server import openai_server  # noqa: F401  (fixture)
 
 REDIS_URL = os.environ.get("KOMT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test finds (or leaves) the embedded Redis of a `komt-bot serve` the developer runs: XDG_STATE_HOME is the
+    session's own, for this process and every command it starts."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
 
 
 @pytest.fixture

@@ -79,6 +79,11 @@ class _Interaction:
     responses: list[int] = field(default_factory=list)  # callback types
 
 
+def buttons(message: Json) -> list[Json]:
+    """Every button of a message, row after row."""
+    return [item for row in message.get("components") or [] for item in row.get("components", [])]
+
+
 def _iso(at: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if at is None else at, UTC).isoformat()
 
@@ -409,11 +414,11 @@ class FakeDiscord:
                     return command
         raise AssertionError(f"/{name} was never synced")
 
-    async def click(self, message_id: int, user: Json, *, roles: tuple[int, ...] = ()) -> _Interaction:
-        """``user`` clicks the first button of a message."""
+    async def click(self, message_id: int, user: Json, *, roles: tuple[int, ...] = (), button: int = 0) -> _Interaction:
+        """``user`` clicks a button of a message (the first, or the ``button``-th of all its buttons)."""
         message = self.messages[message_id]
-        button = message["components"][0]["components"][0]
-        data = {"custom_id": button["custom_id"], "component_type": 2}
+        pressed = buttons(message)[button]
+        data = {"custom_id": pressed["custom_id"], "component_type": 2}
         return await self._interact(
             int(message["channel_id"]), user, 3, data, message=self.public(message), roles=roles
         )
@@ -828,7 +833,8 @@ class FakeDiscord:
     @staticmethod
     def is_final(message: Json) -> bool:
         """True when a message of the bot has neither the Stop button nor the writing mark."""
-        return not message["components"] and not message["content"].endswith(" ✍️") and not message["flags"] & 128
+        stop = any(b["custom_id"].startswith("komt:stop:") for b in buttons(message))
+        return not stop and not message["content"].endswith(" ✍️") and not message["flags"] & 128
 
     async def final_pieces(
         self, first: Callable[[], Json | None], expected: str, *, timeout: float = 15.0

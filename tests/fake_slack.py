@@ -7,6 +7,11 @@ can read a thread the way a person would see it, and it records every call with 
 
 Behaviour a test can switch on: errors for a method (``fail``), a 429 with ``Retry-After`` (``rate_limit``),
 native streams that expire (``expire_streams``), and ``msg_too_long`` above ``max_message_bytes`` like Slack.
+
+Assistant threads: ``assistant.threads.setStatus`` / ``setSuggestedPrompts`` / ``setTitle`` keep each thread's
+status line, prompts and title (``assistant_threads``); like Slack, a message the app posts in a thread clears its
+status. Blocks are checked the way Slack rejects them (sections over 3,000 characters, a ``context_actions``
+block whose elements are not ``feedback_buttons`` with both buttons).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ BOT_USER = "UKOMTBOT"
 BOT_ID = "BKOMT"
 TEAM = "T0TEAM"
 SECTION_MAX_CHARS = 3000
+MAX_SUGGESTED_PROMPTS = 4
 STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
 SECRET = "test-signing-secret"
 
@@ -52,6 +58,7 @@ class Message:
     bot_id: str | None = None
     thread_ts: str | None = None
     blocks: list[dict[str, Any]] | None = None
+    subtype: str | None = None
     streaming: bool = False
     deleted: bool = False
     updates: int = 0
@@ -65,7 +72,20 @@ class Message:
             data["bot_id"] = self.bot_id
         if self.thread_ts:
             data["thread_ts"] = self.thread_ts
+        if self.subtype:
+            data["subtype"] = self.subtype
         return data
+
+
+@dataclass
+class AssistantThreadState:
+    """What Slack shows of one assistant thread: its status line, suggested prompts and title."""
+
+    status: str = ""
+    statuses: list[str] = field(default_factory=list)  # every status set, in order ("" clears)
+    prompts: list[dict[str, str]] = field(default_factory=list)
+    prompts_title: str | None = None
+    title: str | None = None
 
 
 class SlackError(Exception):
@@ -85,6 +105,7 @@ class FakeSlack:
     calls: list[Call] = field(default_factory=list)
     messages: dict[str, Message] = field(default_factory=dict)
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
+    assistant_threads: dict[tuple[str, str], AssistantThreadState] = field(default_factory=dict)
     _failures: dict[str, list[str]] = field(default_factory=dict)
     _rate_limits: dict[str, int] = field(default_factory=dict)
     _sockets: list[web.WebSocketResponse] = field(default_factory=list)
@@ -138,7 +159,14 @@ class FakeSlack:
         return f"{1_700_000_000 + n}.{n:06d}"
 
     def add_message(
-        self, channel: str, text: str, *, user: str | None = None, thread_ts: str | None = None, bot: bool = False
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str | None = None,
+        thread_ts: str | None = None,
+        bot: bool = False,
+        subtype: str | None = None,
     ) -> Message:
         """Put a message in a channel (a person's, or with ``bot=True`` one komt-bot wrote earlier)."""
         message = Message(
@@ -148,6 +176,7 @@ class FakeSlack:
             user=BOT_USER if bot else user,
             bot_id=BOT_ID if bot else None,
             thread_ts=thread_ts,
+            subtype=subtype,
         )
         self.messages[message.ts] = message
         return message
@@ -168,6 +197,10 @@ class FakeSlack:
         if bot_only:
             found = [m for m in found if m.bot_id == BOT_ID]
         return sorted(found, key=lambda m: _ts_key(m.ts))
+
+    def assistant_thread(self, channel: str, thread_ts: str) -> AssistantThreadState:
+        """The status, prompts and title of an assistant thread (empty until the app sets one)."""
+        return self.assistant_threads.setdefault((channel, thread_ts), AssistantThreadState())
 
     def thread_text(self, channel: str, thread_ts: str) -> str:
         """What the bot's messages in a thread say, joined, with Slack's escaping undone."""
@@ -253,6 +286,7 @@ class FakeSlack:
         self._check_size(text, blocks)
         message = Message(channel, self.new_ts(), text, BOT_USER, BOT_ID, args.get("thread_ts"), blocks)
         self.messages[message.ts] = message
+        self._replied(message)
         return {"channel": channel, "ts": message.ts, "message": message.as_api()}
 
     def _chat_update(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
@@ -284,6 +318,7 @@ class FakeSlack:
         self._check_size(text, None)
         message = Message(channel, self.new_ts(), text, BOT_USER, BOT_ID, str(args["thread_ts"]), streaming=True)
         self.messages[message.ts] = message
+        self._replied(message)
         return {"channel": channel, "ts": message.ts}
 
     def _chat_appendStream(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
@@ -296,9 +331,37 @@ class FakeSlack:
     def _chat_stopStream(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
         message = self._streaming(args)
         text = message.text + _stream_text(args)
-        self._check_size(text, None)
+        blocks = _blocks(args)  # rendered at the bottom of the finished message
+        self._check_size(text, blocks)
         message.text, message.streaming = text, False
+        message.blocks = blocks or None
         return {"channel": message.channel, "ts": message.ts, "message": message.as_api()}
+
+    def _assistant_threads_setStatus(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        thread = self._assistant(args)
+        if "status" not in args:
+            raise SlackError("invalid_arguments")
+        thread.status = str(args["status"])
+        thread.statuses.append(thread.status)
+        return {}
+
+    def _assistant_threads_setSuggestedPrompts(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        thread = self._assistant(args)
+        raw = args.get("prompts")
+        prompts = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(prompts, list) or not 0 < len(prompts) <= MAX_SUGGESTED_PROMPTS:
+            raise SlackError("invalid_arguments")
+        if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise SlackError("invalid_arguments")
+        thread.prompts, thread.prompts_title = list(prompts), args.get("title")
+        return {}
+
+    def _assistant_threads_setTitle(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        thread = self._assistant(args)
+        if not args.get("title"):
+            raise SlackError("invalid_arguments")
+        thread.title = str(args["title"])
+        return {}
 
     def _conversations_replies(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
         channel, root = str(args["channel"]), str(args["ts"])
@@ -318,6 +381,19 @@ class FakeSlack:
         }
 
     # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _assistant(self, args: dict[str, Any]) -> AssistantThreadState:
+        channel, thread_ts = args.get("channel_id"), args.get("thread_ts")
+        if not channel or not thread_ts:
+            raise SlackError("invalid_arguments")
+        if not str(channel).startswith("D"):
+            raise SlackError("channel_not_found")  # assistant threads live in the app's DMs
+        return self.assistant_thread(str(channel), str(thread_ts))
+
+    def _replied(self, message: Message) -> None:
+        """Like Slack: a message the app posts in an assistant thread clears the thread's status."""
+        if message.thread_ts and (message.channel, message.thread_ts) in self.assistant_threads:
+            self.assistant_threads[(message.channel, message.thread_ts)].status = ""
 
     def _find(self, args: dict[str, Any]) -> Message:
         message = self.messages.get(str(args.get("ts")))
@@ -339,6 +415,8 @@ class FakeSlack:
         for block in blocks or []:
             if block.get("type") == "section" and len(block["text"]["text"]) > SECTION_MAX_CHARS:
                 raise SlackError("invalid_blocks")
+            if block.get("type") == "context_actions" and not all(map(_feedback_element_ok, block["elements"])):
+                raise SlackError("invalid_blocks")
 
 
 async def _arguments(request: web.Request) -> dict[str, Any]:
@@ -354,6 +432,13 @@ async def _arguments(request: web.Request) -> dict[str, Any]:
 def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = args.get("blocks") or []
     return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
+
+
+def _feedback_element_ok(element: dict[str, Any]) -> bool:
+    if element.get("type") != "feedback_buttons" or not element.get("action_id"):
+        return False
+    buttons = [element.get("positive_button") or {}, element.get("negative_button") or {}]
+    return all(b.get("value") and (b.get("text") or {}).get("type") == "plain_text" for b in buttons)
 
 
 def _stream_text(args: dict[str, Any]) -> str:
@@ -424,6 +509,20 @@ def stop_value(message: Message) -> str:
             if element.get("action_id") == "komt_stop":
                 return str(element["value"])
     raise AssertionError(f"no Stop button on {message.ts}")
+
+
+def has_stop(message: Message) -> bool:
+    """Whether a message shows the Stop button."""
+    return any(e.get("action_id") == "komt_stop" for b in message.blocks or [] for e in b.get("elements", []))
+
+
+def feedback_values(message: Message) -> dict[str, str]:
+    """The values of a message's 👍/👎 (``{"up": ..., "down": ...}``); empty without feedback buttons."""
+    for block in message.blocks or []:
+        for element in block.get("elements", []) if block.get("type") == "context_actions" else []:
+            if element.get("type") == "feedback_buttons":
+                return {"up": element["positive_button"]["value"], "down": element["negative_button"]["value"]}
+    return {}
 
 
 def update_gaps(fake: FakeSlack) -> list[float]:

@@ -22,6 +22,7 @@ from komt_bot.bench import (
     worker_environment,
 )
 from komt_bot.settings import Settings, load_settings
+from tests.openai_server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,3 +134,23 @@ def test_bench_json_reports_all_three_paths(tiny_model_dir: Path, prefix: str) -
     assert next(r for r in report["results"] if r["path"] == "engine")["batch_size_max"] > 1
     assert set(report["ratios"]) == {"engine/sequential@3", "queue/sequential@3", "queue/engine@3"}
     assert report["machine"]["cores"] and report["model"]["device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_bench_server_and_remote_paths_report_both_rows(
+    tiny_model_dir: Path, prefix: str, openai_server: ServerProcess
+) -> None:
+    """(d): the same requests straight to an OpenAI-compatible server, and through the queue to an openai worker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOMT_")}
+    env |= {"KOMT_REDIS_URL": "redis://127.0.0.1:6379/0", "KOMT_QUEUE__PREFIX": prefix, "PYTHONPATH": str(ROOT)}
+    env["KOMT_GENERATION__TEMPERATURE"] = "0"  # greedy: the same answers every run (the random model's are noise)
+    command = [sys.executable, "-m", "komt_bot", "bench", "--model", openai_server.model, "--paths", "server,remote"]
+    command += ["--openai-url", openai_server.base_url, "--openai-model", openai_server.model]
+    command += ["--concurrency", "2", "--max-new-tokens", "6", "--json"]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [r["path"] for r in report["results"]] == ["server", "remote"]
+    assert all(r["requests"] == 2 and r["tokens"] > 0 and r["ttft_p50"] is not None for r in report["results"])
+    assert set(report["ratios"]) == {"remote/server@2"}
+    assert report["model"]["openai_url"] == openai_server.base_url

@@ -1,6 +1,7 @@
 """docker/ and config/ name only settings, commands and files that exist, and cover every setting.
 
-The settings model is walked field by field, so a new setting without a line in the examples fails here.
+The settings model is walked field by field, so a new setting without a line in the examples fails here. The two
+Slack app manifests ask for every scope and event the adapter uses and differ only in how Slack reaches it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import typer.core
@@ -20,13 +22,19 @@ import typer.main
 import yaml
 from pydantic import BaseModel
 
+from adapters.slack.http import EVENTS_PATH
 from komt_bot.cli import app
-from komt_bot.settings import Settings, load_settings
+from komt_bot.settings import Settings, SlackSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker" / "compose.yaml"
 EXAMPLE_TOML = ROOT / "config" / "komt-bot.example.toml"
 EXAMPLE_ENV = ROOT / "config" / ".env.example"
+SLACK_MANIFESTS = {
+    "socket": ROOT / "config" / "slack-app-manifest.yaml",
+    "http": ROOT / "config" / "slack-app-manifest-http.yaml",
+}
+SLACK_DOC = ROOT / "docs" / "SLACK.md"
 COMMENTED_TOML_KEY = re.compile(r"^# ([a-z_]+) = (.+)$")
 ENV_LINE = re.compile(r"^(?:# )?(KOMT_[A-Z0-9_]+)=(.*)$")
 NOT_SETTINGS = {"KOMT_CONFIG"}  # read by load_settings itself, not a field
@@ -153,7 +161,7 @@ def extras_installed(dockerfile: Path) -> set[str]:
     return {extra for group in re.findall(r'pip install "\.\[([a-z,]+)\]"', runs) for extra in group.split(",")}
 
 
-@pytest.mark.parametrize("name", ["Dockerfile.worker", "Dockerfile.bot"])
+@pytest.mark.parametrize("name", ["Dockerfile.worker", "Dockerfile.bot", "Dockerfile.worker-remote"])
 def test_dockerfiles_copy_existing_files_and_run_real_commands(name: str) -> None:
     dockerfile = ROOT / "docker" / name
     steps = instructions(dockerfile)
@@ -179,6 +187,10 @@ def test_the_worker_image_is_cuda_with_the_worker_extra_and_the_bot_image_has_no
     bot = instructions(ROOT / "docker" / "Dockerfile.bot")
     assert extras_installed(ROOT / "docker" / "Dockerfile.bot") == {"slack", "discord"}
     assert not any("torch" in v or "cuda" in v for _k, v in bot)
+    remote = instructions(ROOT / "docker" / "Dockerfile.worker-remote")
+    assert extras_installed(ROOT / "docker" / "Dockerfile.worker-remote") == {"remote"}
+    assert not any("torch" in v or "cuda" in v for _k, v in remote)
+    assert "KOMT_MODEL__ENGINE=openai" in dict(remote)["ENV"]
 
 
 # -- config/komt-bot.example.toml ---------------------------------------------------------------------------------
@@ -243,3 +255,61 @@ def test_every_value_in_the_env_example_is_valid(clean_env: pytest.MonkeyPatch) 
     assert loaded.slack.allowed_channels == ["C0123ABC"]
     assert loaded.generation.stop == ("###", "</s>", "<|end|>")
     assert loaded.discord.token is not None
+
+
+# -- config/slack-app-manifest*.yaml ------------------------------------------------------------------------------
+
+
+def slack_manifest(mode: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(SLACK_MANIFESTS[mode].read_text())
+    return data
+
+
+@pytest.mark.parametrize("mode", sorted(SLACK_MANIFESTS))
+def test_the_slack_manifests_ask_for_every_scope_event_and_feature_the_adapter_uses(mode: str) -> None:
+    manifest = slack_manifest(mode)
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "assistant:write", "channels:history", "groups:history"} <= scopes
+    assert {"im:history", "chat:write", "commands"} <= scopes
+    settings = manifest["settings"]
+    assert set(settings["event_subscriptions"]["bot_events"]) == {
+        "app_mention",
+        "message.channels",
+        "message.groups",
+        "message.im",
+        "assistant_thread_started",
+        "assistant_thread_context_changed",
+    }
+    assert settings["interactivity"]["is_enabled"] is True  # Stop and the feedback buttons
+    features = manifest["features"]
+    assert features["assistant_view"]["assistant_description"]
+    assert features["app_home"]["messages_tab_enabled"] is True  # assistant threads live in the app's DMs
+    [command] = features["slash_commands"]
+    assert command["command"] == SlackSettings().command
+    assert settings["socket_mode_enabled"] is (mode == "socket")
+
+
+def test_the_http_manifest_is_the_socket_mode_one_with_request_urls_to_the_events_endpoint() -> None:
+    socket_mode, http = slack_manifest("socket"), slack_manifest("http")
+    urls = [
+        http["settings"]["event_subscriptions"].pop("request_url"),
+        http["settings"]["interactivity"].pop("request_url"),
+        http["features"]["slash_commands"][0].pop("url"),
+    ]
+    for url in urls:
+        parts = urlsplit(url)
+        assert (parts.scheme, parts.path) == ("https", EVENTS_PATH), url
+    http["settings"]["socket_mode_enabled"] = True
+    assert http == socket_mode
+
+
+def test_the_slack_guide_names_both_manifests_and_a_real_check_command() -> None:
+    guide = SLACK_DOC.read_text()
+    for path in SLACK_MANIFESTS.values():
+        assert f"config/{path.name}" in guide
+    checks = re.findall(r"^komt-bot health .*$", guide, flags=re.MULTILINE)
+    assert checks, "docs/SLACK.md shows how to check the adapter works"
+    for line in checks:
+        args = shlex.split(line)[1:]
+        parse_cli(args)
+        assert args[args.index("--component") + 1] == "slack"

@@ -33,6 +33,7 @@ from tests.fake_slack import (
     FakeSlack,
     Message,
     event_body,
+    has_stop,
     message_event,
     signed_headers,
     stop_value,
@@ -126,6 +127,11 @@ class Stack:
 
     async def press_stop(self, message: Message, presser: str) -> int:
         """Someone presses the Stop button on ``message``."""
+        action = {"action_id": "komt_stop", "block_id": "b", "value": stop_value(message), "type": "button"}
+        return await self.block_action(message, presser, action)
+
+    async def block_action(self, message: Message, presser: str, action: dict[str, Any]) -> int:
+        """Someone clicks an interactive element of ``message``: Slack's signed ``block_actions`` request."""
         payload = {
             "type": "block_actions",
             "team": {"id": TEAM, "domain": "test"},
@@ -136,8 +142,8 @@ class Stack:
             "trigger_id": "trigger-" + uuid.uuid4().hex[:8],
             "channel": {"id": message.channel, "name": "general"},
             "message": message.as_api(),
-            "response_url": self.fake.response_url("stop"),
-            "actions": [{"action_id": "komt_stop", "block_id": "b", "value": stop_value(message), "type": "button"}],
+            "response_url": self.fake.response_url(str(action["action_id"])),
+            "actions": [action],
         }
         return await self.form({"payload": json.dumps(payload)})
 
@@ -150,14 +156,15 @@ class Stack:
 
     def placeholder(self, thread_ts: str) -> Message | None:
         """The bot's message in the thread that carries a Stop button, if any."""
-        return next((m for m in self.replies(thread_ts) if m.blocks), None)
+        return next((m for m in self.replies(thread_ts) if has_stop(m)), None)
 
     async def final_reply(self, thread_ts: str, *, channel: str = CHANNEL, timeout: float = 30.0) -> str:
         """Wait until the reply in a thread is finished (no Stop button, no open stream); return its text."""
 
         def finished() -> str | None:
             replies = self.fake.thread(channel, thread_ts)
-            if not replies or any(m.streaming or m.blocks or m.text.endswith(messages.WRITING_MARK) for m in replies):
+            writing = (m.streaming or has_stop(m) or m.text.endswith(messages.WRITING_MARK) for m in replies)
+            if not replies or any(writing):
                 return None
             return self.fake.thread_text(channel, thread_ts)
 

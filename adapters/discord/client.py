@@ -9,7 +9,9 @@ import discord
 from discord import app_commands
 
 from adapters.discord.control import StopButton
+from adapters.discord.feedback import FeedbackButton
 from adapters.discord.questions import Questions
+from komt_bot.jobs import Rating
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
@@ -61,9 +63,9 @@ class KomtDiscord(discord.Client):
         self.tree = app_commands.CommandTree(self)
 
     async def setup_hook(self) -> None:
-        """Register ``/ask`` and the Stop button, then sync the command (to the test guilds when listed)."""
+        """Register ``/ask``, the Stop and feedback buttons, then sync the command (to the test guilds when listed)."""
         self.tree.add_command(ask_command(self.questions))
-        self.add_dynamic_items(StopButton)
+        self.add_dynamic_items(StopButton, FeedbackButton)
         guild_ids = self.settings.discord.guild_ids
         for guild_id in guild_ids:
             guild = discord.Object(id=guild_id)
@@ -86,6 +88,10 @@ class KomtDiscord(discord.Client):
     async def stop_reply(self, interaction: discord.Interaction[Any], origin_id: str) -> None:
         """Handle a Stop button click."""
         await self.questions.stop(interaction, origin_id)
+
+    async def rate_answer(self, interaction: discord.Interaction[Any], job_id: str, rating: Rating) -> None:
+        """Handle a click on an answer's 👍/👎."""
+        await self.questions.rate(interaction, job_id, rating)
 
     async def close(self) -> None:
         """Cancel the replies in progress, then disconnect."""

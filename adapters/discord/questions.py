@@ -2,7 +2,8 @@
 
 Every question goes the same way: allow-lists, the question's own checks, the per-user rate limit, then
 :func:`komt_bot.chat.ask.ask` with a reply sink for where it was asked. Everything that goes wrong is said to the
-person (Korean first); nothing about a person's message is logged beyond its length.
+person (Korean first); nothing about a person's message is logged beyond its length. Clicks on Stop and on an
+answer's 👍/👎 are answered here too.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from adapters.discord.sink import PLATFORM, InteractionSink, MessageSink, discor
 from komt_bot import messages
 from komt_bot.chat.ask import Refusal, admit, ask, check
 from komt_bot.chat.editor import ReplyEditor, ReplySink
+from komt_bot.chat.feedback import record_click
 from komt_bot.chat.sinks import platform_call
 from komt_bot.chat.stop import StopResult, stop_job
 from komt_bot.chat.tasks import ReplyTasks
 from komt_bot.errors import KomtError
-from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.jobs import JobRequest, Origin, Rating, Turn
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
@@ -216,3 +218,14 @@ class Questions:
             await interaction.response.defer()  # the reply itself shows "stopped" once the job ends
         else:
             await interaction.response.send_message(_STOP_REPLIES[result], ephemeral=True)
+
+    # -- feedback ---------------------------------------------------------------------------------------------
+
+    async def rate(self, interaction: discord.Interaction[Any], job_id: str, rating: Rating) -> None:
+        """An answer's 👍/👎: recorded on its job (one vote a person), acknowledged privately."""
+        person = str(interaction.user.id)
+        text = await record_click(self.queue, job_id, person, rating, platform=PLATFORM, metrics=self.metrics)
+        try:
+            await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException as e:  # expired or already answered: the vote is recorded all the same
+            log.warning("discord: could not acknowledge feedback on job %s: %s", job_id, e)

@@ -3,7 +3,8 @@
 Both keep the ``discord.Message`` of every piece they posted, so an edit goes to the right endpoint by itself
 (``InteractionMessage`` and ``WebhookMessage`` edit through the interaction's webhook token, a channel message
 through the channel). Later pieces are sent as replies to the previous piece, which keeps the answer one reply
-chain that a follow-up question can walk back.
+chain that a follow-up question can walk back. The Stop button sits under the piece being written; the last piece
+of a finished answer gets the 👍/👎 buttons instead (:meth:`_Sink.final`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import discord
 
 from adapters.discord.control import stop_view
+from adapters.discord.feedback import feedback_view
 from komt_bot import messages
 from komt_bot.chat.editor import ReplyLimits
 from komt_bot.chat.sinks import platform_call
@@ -59,14 +61,36 @@ class _Sink:
         self.origin_id = origin_id
         self.posted: list[discord.Message] = []
         self._metrics = metrics
+        self._feedback: str | None = None  # the job id whose buttons the piece being finished gets
+
+    async def post(self, text: str, *, active: bool) -> str:
+        """Post the next piece of the answer (each sink its own way)."""
+        raise NotImplementedError
+
+    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+        """Replace a piece's text (each sink its own way)."""
+        raise NotImplementedError
+
+    async def final(self, handle: str | None, text: str, *, feedback: str) -> str:
+        """Show the last piece of a finished answer with the 👍/👎 buttons of the job ``feedback``."""
+        self._feedback = feedback
+        try:
+            if handle is None:
+                return await self.post(text, active=False)
+            await self.edit(handle, text, active=False)
+            return handle
+        finally:
+            self._feedback = None
 
     def _view(self, active: bool) -> discord.ui.View | None:
-        """The Stop button while the job runs; None removes it from an edited message."""
-        return stop_view(self.origin_id) if active else None
+        """The Stop button while the job runs, the feedback buttons on a finished answer; None removes both."""
+        if active:
+            return stop_view(self.origin_id)
+        return feedback_view(self._feedback) if self._feedback else None
 
     def _new_view(self, active: bool) -> discord.ui.View:
         """The view for a new message (discord.py's MISSING: no components)."""
-        return stop_view(self.origin_id) if active else discord.utils.MISSING
+        return self._view(active) or discord.utils.MISSING
 
     def _added(self, message: discord.Message) -> str:
         self.posted.append(message)

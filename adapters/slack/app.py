@@ -4,6 +4,8 @@ Socket Mode when ``KOMT_SLACK__APP_TOKEN`` is set (no public URL needed); otherw
 ``KOMT_SLACK__PORT`` at ``/slack/events``, signed with ``KOMT_SLACK__SIGNING_SECRET``. Every Web API call,
 Socket Mode's ``apps.connections.open`` included, goes to ``KOMT_SLACK__API_URL`` and is retried on rate limits.
 What is answered and how lives in :mod:`adapters.slack.responder`; the reply itself in :mod:`adapters.slack.sink`.
+Assistant threads (Slack's AI-app view) go through Bolt's ``AsyncAssistant`` middleware to the same responder
+(:mod:`adapters.slack.assistant`); channel mentions, DMs and ``/komt`` are unchanged by it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Literal
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncAssistant
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
@@ -28,7 +30,9 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.assistant import started_thread
 from adapters.slack.events import parse_message
+from adapters.slack.feedback import FEEDBACK_ACTION_ID, parse_click
 from adapters.slack.http import EventsServer
 from adapters.slack.responder import BotIdentity, SlackResponder
 from adapters.slack.sink import STOP_ACTION_ID
@@ -157,7 +161,34 @@ class SlackAdapter:
         app.event("message")(self._on_message)
         app.command(self.config.command)(self._on_command)
         app.action(STOP_ACTION_ID)(self._on_stop)
+        app.action(FEEDBACK_ACTION_ID)(self._on_feedback)
+        app.assistant(self._assistant())
         return app
+
+    def _assistant(self) -> AsyncAssistant:
+        # Bolt routes assistant_thread_* events, and DM messages inside a thread, here instead of app.event("message").
+        assistant = AsyncAssistant(logger=logging.getLogger("adapters.slack_bolt"))
+        assistant.thread_started(self._on_thread_started)
+        assistant.thread_context_changed(self._on_context_changed)
+        assistant.user_message(self._on_assistant_message)
+        return assistant
+
+    async def _on_thread_started(self, event: dict[str, Any]) -> None:
+        thread = started_thread(event)
+        if thread is not None:
+            self._replies.spawn(self._responder.suggest(*thread))
+
+    async def _on_context_changed(self, event: dict[str, Any]) -> None:
+        # The channel the person is looking at beside the assistant: komt-bot answers the same wherever it is.
+        log.debug("slack assistant thread context changed: %s", (event.get("assistant_thread") or {}).get("context"))
+
+    async def _on_assistant_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        responder = self._responder
+        question = parse_message(
+            event, bot_user_id=responder.identity.user_id, team=body.get("team_id") or responder.identity.team_id
+        )
+        if question is not None:
+            self._replies.spawn(responder.answer(question, assistant=True))
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         responder = self._responder
@@ -181,6 +212,12 @@ class SlackAdapter:
                 thread_ts=(body.get("message") or {}).get("thread_ts"),
             )
         )
+
+    async def _on_feedback(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        click = parse_click(body, action)
+        if click is not None:
+            self._replies.spawn(self._responder.feedback(click))
 
     @property
     def _responder(self) -> SlackResponder:

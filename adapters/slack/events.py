@@ -21,6 +21,7 @@ from komt_bot.prompt import merge_turns
 # Plain messages, and the two kinds that still carry a person's words.
 ANSWERED_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
 QUESTION_MARK = "🙋"  # leads the message that shows a /komt question in the channel
+ASSISTANT_THREAD_ROOT = "assistant_app_thread"  # the subtype of the message an assistant thread hangs from
 MAX_HISTORY_CHARS = 24_000
 
 _USER = re.compile(r"<@([A-Z0-9]+)(?:\|([^>]*))?>")
@@ -123,6 +124,8 @@ def _ts_key(ts: str) -> tuple[int, int]:
 
 
 def _turn(message: Mapping[str, Any], *, bot_user_id: str | None, bot_id: str | None) -> Turn | None:
+    if message.get("subtype") == ASSISTANT_THREAD_ROOT:
+        return None
     raw = str(message.get("text") or "")
     if message.get("user") == bot_user_id or (bot_id and message.get("bot_id") == bot_id):
         root = _QUESTION_ROOT.match(unescape(without_surrogates(raw)))

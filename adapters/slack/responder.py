@@ -8,7 +8,8 @@ whichever replica posted it. Threads the bot has replied in are remembered in ``
 reply there continues the conversation without a new mention.
 
 Every refusal and failure is told to the person: in the thread (empty, too long, rate limited, busy, queue
-down, worker errors), or privately (not allowed here, a Stop pressed by someone else).
+down, worker errors), or privately (not allowed here, a Stop pressed by someone else). A click on an answer's
+feedback buttons is recorded on its job and acknowledged privately.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.assistant import AssistantThread, suggest_prompts
 from adapters.slack.events import (
     QUESTION_MARK,
     SlackQuestion,
@@ -32,11 +34,13 @@ from adapters.slack.events import (
     plain_text,
     thread_conversation,
 )
+from adapters.slack.feedback import FeedbackClick
 from adapters.slack.sink import PLATFORM, ReplyTarget, SlackSink, StreamingGate, reply_limits, slack_size
 from komt_bot import messages
 from komt_bot.chat.ask import Refusal, admit, ask
 from komt_bot.chat.deliveries import Deliveries
 from komt_bot.chat.editor import ReplyEditor, split_text
+from komt_bot.chat.feedback import record_click
 from komt_bot.chat.stop import StopResult, stop_job
 from komt_bot.errors import KomtError, QueueError
 from komt_bot.jobs import JobRequest, Origin, Turn
@@ -105,11 +109,16 @@ class SlackResponder:
 
     # -- mentions, DMs, thread replies -------------------------------------------------------------------------
 
-    async def answer(self, question: SlackQuestion) -> None:
-        """Answer a message in its thread (once, however often Slack delivers it)."""
+    async def answer(self, question: SlackQuestion, *, assistant: bool = False) -> None:
+        """Answer a message in its thread (once, however often Slack delivers it).
+
+        In an assistant thread (``assistant``) the thread's status line follows the question until the answer is
+        complete, and the thread is titled after its first question.
+        """
         q = question
         target = ReplyTarget(q.channel, q.thread_ts, q.user, q.team, stop_value=q.key)
-        async with self._reply(target) as editor:
+        thread = AssistantThread(self.client, q.channel, q.thread_ts, metrics=self.metrics) if assistant else None
+        async with self._reply(target, thread) as editor:
             if not await self._claim(q.key, editor):
                 return
             refusal = self.refusal(channel=q.channel, user=q.user, is_dm=q.is_dm)
@@ -118,11 +127,24 @@ class SlackResponder:
                     await self._ephemeral(q.channel, q.user, q.thread_ts, refusal)
                 self._count("not_allowed")
                 return
-            text = await self._checked(q.text, q.user, editor)
-            if text is None:
-                return
-            history = await self._history(q)
-            await self._ask(target, [*history, Turn(role="user", text=text)], editor, message_ts=q.ts)
+            try:
+                if thread is not None:
+                    await thread.show(messages.THINKING)
+                text = await self._checked(q.text, q.user, editor)
+                if text is None:
+                    return
+                history = await self._history(q)
+                if thread is not None and not any(turn.role == "user" for turn in history):
+                    await thread.title(text)
+                await self._ask(target, [*history, Turn(role="user", text=text)], editor, message_ts=q.ts)
+            finally:
+                if thread is not None:
+                    await thread.clear()
+
+    async def suggest(self, user: str, channel: str, thread_ts: str) -> None:
+        """A new assistant thread: offer the suggested prompts (not to people the allow-lists leave out)."""
+        if self.refusal(channel=channel, user=user, is_dm=True) is None:
+            await suggest_prompts(self.client, channel, thread_ts, self.config.suggested_prompts, metrics=self.metrics)
 
     # -- /komt ---------------------------------------------------------------------------------------------------
 
@@ -173,11 +195,21 @@ class SlackResponder:
         if text is not None and channel:
             await self._ephemeral(channel, presser, thread_ts, text)
 
+    # -- feedback ------------------------------------------------------------------------------------------------
+
+    async def feedback(self, click: FeedbackClick) -> None:
+        """Record a click on an answer's 👍/👎 and acknowledge it privately (an expired answer politely)."""
+        text = await record_click(
+            self.queue, click.job_id, click.person, click.rating, platform=PLATFORM, metrics=self.metrics
+        )
+        if click.channel:
+            await self._ephemeral(click.channel, click.person, click.thread_ts, text)
+
     # -- the shared path -------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _reply(self, target: ReplyTarget) -> AsyncIterator[ReplyEditor]:
-        sink = SlackSink(self.client, target, streaming=self.streaming, metrics=self.metrics)
+    async def _reply(self, target: ReplyTarget, assistant: AssistantThread | None = None) -> AsyncIterator[ReplyEditor]:
+        sink = SlackSink(self.client, target, streaming=self.streaming, metrics=self.metrics, assistant=assistant)
         editor = ReplyEditor(sink, reply_limits(self.config.max_message_bytes))
         try:
             yield editor

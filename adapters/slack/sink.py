@@ -10,6 +10,10 @@ a stream that expired (``message_not_in_streaming_state``), a text that is not a
 after a worker restart or a split that moved back to a better break -- falls back to ``chat.update``, never more
 than once a second per message.
 
+The last message of a finished answer gets the feedback buttons (:meth:`SlackSink.final`): in the blocks of a plain
+message, or in ``chat.stopStream``'s blocks for a streamed one. In an assistant thread the status lines (queue
+position, reconnecting) also go to the thread's status (:class:`~adapters.slack.assistant.AssistantThread`).
+
 Text is escaped for Slack, so an answer cannot ping ``<!channel>`` or mention people, and message sizes are
 measured escaped, in UTF-8 bytes.
 """
@@ -28,7 +32,9 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.assistant import AssistantThread
 from adapters.slack.events import escape
+from adapters.slack.feedback import feedback_block
 from komt_bot import messages
 from komt_bot.chat.editor import EDIT_INTERVAL_SECONDS, ReplyLimits, split_text, utf8_size
 from komt_bot.chat.sinks import platform_call
@@ -52,10 +58,20 @@ def reply_limits(max_bytes: int) -> ReplyLimits:
     return ReplyLimits(max_size=max_bytes, measure=slack_size, edit_interval=EDIT_INTERVAL_SECONDS)
 
 
+def text_sections(text: str) -> list[dict[str, Any]]:
+    """``text`` as section blocks (escaped), split before Slack's limit of one section."""
+    pieces = split_text(text, SECTION_MAX_CHARS, lambda piece: len(escape(piece)))
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": escape(p)}} for p in pieces if p.strip()]
+
+
+def answer_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
+    """Blocks that show ``text``, the last message of a finished answer, with the feedback buttons under it."""
+    return [*text_sections(text), feedback_block(job_id)]
+
+
 def stop_blocks(text: str, value: str) -> list[dict[str, Any]]:
     """Blocks that show ``text`` with a Stop button whose value identifies the question."""
-    pieces = split_text(text, SECTION_MAX_CHARS, lambda piece: len(escape(piece)))
-    sections = [{"type": "section", "text": {"type": "mrkdwn", "text": escape(p)}} for p in pieces if p.strip()]
+    sections = text_sections(text)
     button = {
         "type": "button",
         "action_id": STOP_ACTION_ID,
@@ -112,6 +128,7 @@ class SlackSink:
         *,
         streaming: StreamingGate,
         metrics: Metrics | None = None,
+        assistant: AssistantThread | None = None,
         interval: float = EDIT_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -120,6 +137,7 @@ class SlackSink:
         self.target = target
         self.streaming = streaming
         self.metrics = metrics
+        self.assistant = assistant
         self.interval = interval
         self.clock = clock
         self.sleep = sleep
@@ -127,6 +145,7 @@ class SlackSink:
         self._control: str | None = None  # the placeholder kept for its Stop button while the answer streams
         self._control_text: str | None = None  # a text for it, sent once an edit of it is due
         self._updated: dict[str, float] = {}
+        self._feedback: str | None = None  # the job id whose buttons the message being finished gets
 
     # -- ReplySink ---------------------------------------------------------------------------------------------
 
@@ -149,7 +168,8 @@ class SlackSink:
             self._failed("chat.postMessage", e)
             raise
         ts = str(response["ts"])
-        self._messages[ts] = _Message(ts, stop=blocks is not None)
+        self._messages[ts] = _Message(ts, stop=active and blocks is not None)
+        await self._show_status(body, active)  # after the post: Slack clears the status when the app posts
         return ts
 
     async def edit(self, handle: str, text: str, *, active: bool) -> None:
@@ -157,6 +177,7 @@ class SlackSink:
         await self._refresh_control()
         message = self._messages[handle]
         body = messages.strip_mark(text)
+        await self._show_status(body, active)
         if message.streamed is not None:
             extends = body.startswith(message.streamed)
             if extends and await self._continue_stream(message, body, final=not active):
@@ -167,8 +188,19 @@ class SlackSink:
         elif self._may_begin_streaming(message, body, active) and await self._begin_streaming(message, body):
             return
         blocks = self._blocks(text, active)
-        message.stop = blocks is not None
+        message.stop = active and blocks is not None
         await self._update(message.ts, text, blocks or [])
+
+    async def final(self, handle: str | None, text: str, *, feedback: str) -> str:
+        """Show the last message of a finished answer with the feedback buttons of the job ``feedback``."""
+        self._feedback = feedback
+        try:
+            if handle is None:
+                return await self.post(text, active=False)
+            await self.edit(handle, text, active=False)
+            return handle
+        finally:
+            self._feedback = None
 
     async def close(self) -> None:
         """Finish the reply: close any stream still open and remove the Stop message left above a stream."""
@@ -254,7 +286,10 @@ class SlackSink:
         try:
             with self._call():
                 if final:
-                    await self.client.chat_stopStream(channel=channel, ts=message.ts, markdown_text=new or None)
+                    blocks = [feedback_block(self._feedback)] if self._feedback else None
+                    await self.client.chat_stopStream(
+                        channel=channel, ts=message.ts, markdown_text=new or None, blocks=blocks
+                    )
                 else:
                     await self.client.chat_appendStream(channel=channel, ts=message.ts, markdown_text=new)
         except SlackApiError as e:
@@ -279,7 +314,14 @@ class SlackSink:
         # While an answer streams, its Stop button lives on the placeholder above it, not on each message.
         if active and self._control is None:
             return stop_blocks(text, self.target.stop_value)
+        if not active and self._feedback is not None:
+            return answer_blocks(text, self._feedback)
         return None
+
+    async def _show_status(self, body: str, active: bool) -> None:
+        """In an assistant thread, a status line (queue position, reconnecting) is also the thread's status."""
+        if self.assistant is not None and active and messages.is_status(body):
+            await self.assistant.show(body)
 
     async def _refresh_control(self) -> None:
         control, text = self._control, self._control_text

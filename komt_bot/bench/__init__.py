@@ -4,6 +4,8 @@
 (b) ``engine``: komt-bot's engine alone (continuous batching), in process;
 (c) ``queue``: the whole komt-bot path: jobs through Redis to a worker process, answers read back from the
     output streams by concurrent clients.
+(d) ``server`` and ``remote`` (with ``--openai-url``): the same against an OpenAI-compatible server, straight from
+    this process and through the queue to a worker with the ``openai`` engine (:mod:`.remote`).
 
 Each reports aggregate tokens/s, time to first token and end-to-end latency (p50/p95, measured from each request's
 arrival), and peak memory; the ratios between them are the result. Absolute numbers move with the machine's load:

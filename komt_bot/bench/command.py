@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from komt_bot.bench.measure import BenchReport, PathResult, compute_ratios, machine_info, median_run, summarize
+from komt_bot.bench.remote import remote_row, remote_settings, server_row
 from komt_bot.bench.report import render
 from komt_bot.bench.requests import BenchRequest, make_requests
 from komt_bot.bench.runners import engine_row, run_engine, run_queue_path, run_sequential, sequential_row
@@ -132,6 +133,19 @@ class _BenchRun:
         s = self.sampling
         return [BenchRequest("안녕하세요", 0.0)], SamplingParams(s.temperature, s.top_p, s.top_k, 4, s.stop)
 
+    async def remote(self, path: str) -> list[PathResult]:
+        """(d): ``server`` (straight to the OpenAI-compatible server) or ``remote`` (queue + openai worker)."""
+        results, s = [], self.sampling
+        for c, batch in self.batches.items():
+            rows = []
+            for _ in range(self.repeat):
+                if path == "server":
+                    rows.append(await server_row(self.settings, self.model, batch, s, self.warm_up, c, self.progress))
+                else:
+                    rows.append(await remote_row(self.settings, self.model, batch, s, c, self.progress))
+            results.append(median_run(rows))
+        return results
+
     def sequential(self, loaded: Any) -> list[PathResult]:
         """(a) on a thread of its own that then ends: torch work left on the event loop's thread measurably slows
         the engine's thread later in the same process."""
@@ -222,6 +236,10 @@ async def _run_all(
         del loaded
     if "queue" in paths:
         report.results += await run.queue()
+    for path in ("server", "remote"):
+        if path in paths:
+            report.model |= {"openai_url": settings.openai.base_url, "served_model": settings.openai.model}
+            report.results += await run.remote(path)
     report.ratios = compute_ratios(report.results)
     return report
 
@@ -238,7 +256,15 @@ def bench_command(
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="tokens per answer")] = 64,
     stagger_ms: Annotated[float, typer.Option(help="0 = all at once; else one arrival every N ms")] = 0.0,
-    paths: Annotated[str, typer.Option(help="which of sequential,engine,queue to run")] = "sequential,engine,queue",
+    paths: Annotated[
+        str, typer.Option(help="which of sequential,engine,queue (this model) and server,remote (--openai-url) to run")
+    ] = "sequential,engine,queue",
+    openai_url: Annotated[
+        str | None, typer.Option(help="server,remote: the OpenAI-compatible server (default KOMT_OPENAI__BASE_URL)")
+    ] = None,
+    openai_model: Annotated[
+        str | None, typer.Option(help="server,remote: the served model name (default KOMT_OPENAI__MODEL)")
+    ] = None,
     sequential_requests: Annotated[int | None, typer.Option(help="cap (a) at this many requests (slow models)")] = None,
     repeat: Annotated[int, typer.Option(min=1, help="run each path N times and keep the median run")] = 1,
     kv_cache_blocks: Annotated[
@@ -249,15 +275,19 @@ def bench_command(
     """Compare the model card's sequential generate, the batching engine, and the whole queue path."""
     settings = load_settings()
     chosen = {p.strip() for p in paths.split(",") if p.strip()}
-    unknown = chosen - {"sequential", "engine", "queue"}
+    unknown = chosen - {"sequential", "engine", "queue", "server", "remote"}
     if unknown:
         raise typer.BadParameter(f"unknown paths: {', '.join(sorted(unknown))}", param_hint="--paths")
-    if "queue" in chosen and settings.redis_url is None:
+    if chosen & {"queue", "remote"} and settings.redis_url is None:
         settings = load_settings(redis_url=os.environ.get("KOMT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     err = Console(stderr=True)
     model_settings = resolve_model(model, adapter, quantization, DEFAULT_BENCH_DIR, settings.model)
     if kv_cache_blocks is not None:
         model_settings = model_settings.model_copy(update={"kv_cache_blocks": kv_cache_blocks})
+    if chosen & {"server", "remote"}:
+        if chosen & {"sequential", "engine", "queue"}:
+            raise typer.BadParameter("server,remote run on their own (the model is the server's)", param_hint="--paths")
+        settings, model_settings = remote_settings(settings, model_settings, openai_url, openai_model)
     report = run_benchmark(
         settings,
         model_settings,

@@ -143,7 +143,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def compute_ratios(results: list[PathResult]) -> dict[str, float]:
-    """tokens/s ratios engine/sequential, queue/sequential, queue/engine at each concurrency."""
+    """tokens/s ratios engine/sequential, queue/sequential, queue/engine, remote/server at each concurrency."""
     first_sequential = next((r.tokens_per_second for r in results if r.path == "sequential"), None)
     ratios: dict[str, float] = {}
     for concurrency in sorted({r.concurrency for r in results}):
@@ -155,6 +155,8 @@ def compute_ratios(results: list[PathResult]) -> dict[str, float]:
             ratios[f"queue/sequential@{concurrency}"] = round(rows["queue"] / sequential, 2)
         if rows.get("engine") and "queue" in rows:
             ratios[f"queue/engine@{concurrency}"] = round(rows["queue"] / rows["engine"], 2)
+        if rows.get("server") and "remote" in rows:
+            ratios[f"remote/server@{concurrency}"] = round(rows["remote"] / rows["server"], 2)
     return ratios
 
 

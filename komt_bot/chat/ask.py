@@ -17,7 +17,7 @@ from komt_bot import messages
 from komt_bot.chat.editor import ReplyEditor
 from komt_bot.errors import EmptyPromptError, KomtError, PromptTooLongError, QueueError
 from komt_bot.jobs import Event, JobRequest
-from komt_bot.prompt import check_question
+from komt_bot.prompt import check_question, question_char_limit
 from komt_bot.queue import JobQueue
 from komt_bot.settings import LimitSettings
 
@@ -61,13 +61,21 @@ def refusal_for(error: KomtError) -> Refusal:
     return Refusal(kind, messages.for_error(error))
 
 
+def max_question_chars(limits: LimitSettings) -> int:
+    """The longest question adapters accept: ``limits.max_question_chars``, or less where the model's prompt budget
+    (``model.max_prompt_tokens``) could never hold a question that long (the rule: :func:`question_char_limit`)."""
+    if limits.prompt_tokens is None:
+        return limits.max_question_chars
+    return min(limits.max_question_chars, question_char_limit(limits.prompt_tokens))
+
+
 def check(text: str, limits: LimitSettings) -> str | Refusal:
     """The question ready to ask, or why not (empty, too long), without touching the rate limit.
 
     For an adapter that must answer at once, before it may wait on Redis (a Discord interaction).
     """
     try:
-        return check_question(text, max_chars=limits.max_question_chars)
+        return check_question(text, max_chars=max_question_chars(limits))
     except KomtError as e:
         return refusal_for(e)
 
@@ -78,7 +86,7 @@ async def admit(queue: JobQueue, limits: LimitSettings, user: str, text: str) ->
     Every adapter checks a question this way before it posts anything for it; ``user`` is the rate-limit key.
     """
     try:
-        question = check_question(text, max_chars=limits.max_question_chars)
+        question = check_question(text, max_chars=max_question_chars(limits))
         wait = await queue.rate_limit(user, limits.rate_limit_per_minute)
     except KomtError as e:
         return refusal_for(e)
@@ -166,5 +174,7 @@ async def _finish(event: Event, editor: ReplyEditor, job_id: str) -> Outcome:
     if reason == "cancelled":
         await editor.finish(messages.STOPPED)
         return Outcome("cancelled", job_id, reason, editor.answer)
-    await editor.finish(messages.TRUNCATED if reason == "length" else None)
+    # Only an answer gets the feedback buttons: not an empty one, a stop, an error or a refusal.
+    feedback = job_id if editor.answer.strip() else None
+    await editor.finish(messages.TRUNCATED if reason == "length" else None, feedback=feedback)
     return Outcome("done", job_id, reason, editor.answer)

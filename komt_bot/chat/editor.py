@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from komt_bot import messages
 
@@ -29,6 +29,18 @@ class ReplySink(Protocol):
 
     async def edit(self, handle: str, text: str, *, active: bool) -> None:
         """Replace the text of a message this sink posted."""
+        ...
+
+
+@runtime_checkable
+class FeedbackSink(ReplySink, Protocol):
+    """A sink that can put feedback buttons (👍/👎) under a finished answer: Slack and Discord."""
+
+    async def final(self, handle: str | None, text: str, *, feedback: str) -> str:
+        """Show ``text`` as the last message of a finished answer, with the buttons for the job ``feedback``.
+
+        Posts a new message when ``handle`` is None, else edits that one; returns the message's handle.
+        """
         ...
 
 
@@ -145,31 +157,49 @@ class ReplyEditor:
         if not self._closed:
             await self._sync(self._pieces(final=False, suffix=None), active=True, wait=False)
 
-    async def finish(self, suffix: str | None = None) -> None:
-        """Write the final text (the whole answer, plus ``suffix`` such as an error), waiting out the interval."""
+    async def finish(self, suffix: str | None = None, *, feedback: str | None = None) -> None:
+        """Write the final text (the whole answer, plus ``suffix`` such as an error), waiting out the interval.
+
+        ``feedback`` (a finished answer's job id) puts the feedback buttons on the last message, where the sink
+        can (a :class:`FeedbackSink`); status and error replies pass none.
+        """
         if self._closed:
             return
         self._closed = True
-        await self._sync(self._pieces(final=True, suffix=suffix), active=False, wait=True)
+        pieces = self._pieces(final=True, suffix=suffix)
+        await self._sync(pieces, active=False, wait=True, feedback=feedback)
 
-    async def _sync(self, pieces: list[str], *, active: bool, wait: bool) -> None:
+    async def _sync(self, pieces: list[str], *, active: bool, wait: bool, feedback: str | None = None) -> None:
         # Messages left over from a longer answer before a restart are blanked rather than deleted.
         last_real = len(pieces) - 1
         pieces = pieces + [messages.BLANKED] * (len(self._messages) - len(pieces))
         for index, text in enumerate(pieces):
             active_here = active and index == last_real
+            # Like the Stop button of the active message, the feedback buttons go on the last message of the answer.
+            rated = feedback if feedback and index == last_real and isinstance(self.sink, FeedbackSink) else None
             if index >= len(self._messages):
-                handle = await self.sink.post(text, active=active_here)
+                handle = await self._post(text, active_here, rated)
                 self._messages.append(_Message(handle, text, active_here, self.clock()))
                 continue
             message = self._messages[index]
-            if message.text == text and message.active == active_here:
+            if message.text == text and message.active == active_here and rated is None:
                 continue
             due = message.edited_at + self.limits.edit_interval - self.clock()
             if due > 0:
                 if not wait:
                     continue
                 await self.sleep(due)
-            await self.sink.edit(message.handle, text, active=active_here)
+            await self._edit(message.handle, text, active_here, rated)
             self.edits_sent += 1
             message.text, message.active, message.edited_at = text, active_here, self.clock()
+
+    async def _post(self, text: str, active: bool, feedback: str | None) -> str:
+        if feedback is not None and isinstance(self.sink, FeedbackSink):
+            return await self.sink.final(None, text, feedback=feedback)
+        return await self.sink.post(text, active=active)
+
+    async def _edit(self, handle: str, text: str, active: bool, feedback: str | None) -> None:
+        if feedback is not None and isinstance(self.sink, FeedbackSink):
+            await self.sink.final(handle, text, feedback=feedback)
+        else:
+            await self.sink.edit(handle, text, active=active)

@@ -1,4 +1,4 @@
-"""The ``komt-bot`` command line: serve, worker, chat, slack, discord, queue, health, bench, dev.
+"""The ``komt-bot`` command line: serve, worker, chat, slack, discord, queue, health, bench, eval, dev.
 
 Every command reads the settings when it starts (never at import) and turns komt-bot's own errors into one line:
 exit code 2 for a bad setting, 1 for anything else that went wrong.
@@ -20,7 +20,9 @@ from komt_bot.bench import bench_command
 from komt_bot.cli.boundary import KomtGroup
 from komt_bot.cli.health import health_command
 from komt_bot.cli.queue import queue_app
+from komt_bot.cli.render import render_settings
 from komt_bot.cli.signals import Shutdown
+from komt_bot.eval import eval_command
 from komt_bot.logs import setup_logging
 from komt_bot.settings import Settings, load_settings
 
@@ -36,6 +38,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(dev_app, name="dev")
 app.command("health")(health_command)
 app.command("bench")(bench_command)
+app.command("eval")(eval_command)
 
 log = logging.getLogger(__name__)
 DRAIN_GRACE_SECONDS = 15.0  # past drain_seconds, a stopping worker exits whatever it still waits for
@@ -70,8 +73,10 @@ def serve(
 ) -> None:
     """Everything in one process: a worker plus every adapter whose credentials are set.
 
-    Without KOMT_REDIS_URL it embeds an in-process Redis, so one machine needs nothing else.
+    Without KOMT_REDIS_URL it runs a private redis-server (append-only, in ~/.local/state/komt-bot/redis) that the
+    other commands here find, so one machine needs nothing else.
     """
+    from adapters.console import Interrupts
     from komt_bot.cli.run import run_stack
 
     settings = load_settings()
@@ -79,20 +84,27 @@ def serve(
         # The chat shares the terminal with the log: only warnings, unless a level was asked for.
         settings.log.level = "WARNING"
     setup_logging(settings.log)
-    Shutdown(hard_deadline=settings.worker.drain_seconds + DRAIN_GRACE_SECONDS).run(
-        lambda: run_stack(settings, chat=chat)
-    )
+    shutdown = Shutdown(hard_deadline=settings.worker.drain_seconds + DRAIN_GRACE_SECONDS)
+    interrupts = Interrupts()
+    if chat:
+        shutdown.on_interrupt = interrupts.press  # Ctrl-C stops an answer; at the prompt it leaves the chat
+    shutdown.run(lambda: run_stack(settings, chat=chat, interrupts=interrupts))
+    interrupts.leave()
 
 
 @app.command("chat")
 def chat_command(
     prompt: Annotated[str | None, typer.Argument(help="one question; without it, an interactive chat")] = None,
 ) -> None:
-    """Ask komt from the terminal, through the queue like every adapter."""
-    from adapters.console import run_chat
+    """Ask komt from the terminal, through the queue like every adapter (Ctrl-C stops an answer)."""
+    from adapters.console import Interrupts, run_chat
 
     settings = _settings()
-    Shutdown().run(lambda: run_chat(settings, prompt))
+    shutdown = Shutdown()
+    interrupts = Interrupts()
+    shutdown.on_interrupt = interrupts.press
+    shutdown.run(lambda: run_chat(settings, prompt, interrupts))
+    interrupts.leave()
 
 
 @app.command()
@@ -182,7 +194,7 @@ def show_settings(
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        Console().print(data)
+        Console().print(render_settings(data))
 
 
 def main(argv: list[str] | None = None) -> None:

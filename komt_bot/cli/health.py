@@ -1,8 +1,9 @@
 """``komt-bot health``: one yes/no answer for a Docker HEALTHCHECK or a monitor, with one line saying why.
 
 Healthy means: Redis answers, the chosen component has a fresh heartbeat record (by default any serving worker;
-with ``host`` only records published from that host, i.e. a container's own process), and, with ``max_wait``, the
-job at the head of the queue has waited less than that.
+with ``host`` only records published from that host, i.e. a container's own process), a worker with the ``openai``
+engine last found its model server answering, and, with ``max_wait``, the job at the head of the queue has waited
+less than that.
 """
 
 from __future__ import annotations
@@ -54,9 +55,18 @@ def judge_workers(workers: list[WorkerView], host: str | None, stale_after: floa
     if not mine:
         return Health(False, f"no worker heartbeat{where}: no worker is running (start one with `komt-bot worker`)")
     serving = [w for w in mine if w.serving]
-    if serving:
-        newest = min(w.heartbeat_age for w in serving)
-        return Health(True, f"{len(serving)} worker(s) serving{where}, newest heartbeat {newest:.1f} s ago")
+    answering = [w for w in serving if w.engine_ok is not False]  # a remote engine's server answers (or none)
+    if serving and not answering:
+        return Health(
+            False,
+            f"{len(serving)} worker(s) serving{where}, but their model server does not answer: "
+            + (serving[0].engine_error or "no answer"),
+        )
+    if answering:
+        newest = min(w.heartbeat_age for w in answering)
+        servers = sorted({w.endpoint for w in answering if w.endpoint and w.engine_ok})
+        answers = f"; model server {', '.join(servers)} answers" if servers else ""
+        return Health(True, f"{len(answering)} worker(s) serving{where}, newest heartbeat {newest:.1f} s ago{answers}")
     fresh = [w for w in mine if not w.stale]
     if fresh:
         return Health(False, f"every worker{where} is draining (shutting down): {', '.join(w.name for w in fresh)}")

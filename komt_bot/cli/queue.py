@@ -24,6 +24,7 @@ from rich.text import Text
 from komt_bot.cli.boundary import UsageProblem, fail
 from komt_bot.cli.render import render_detail, render_jobs, render_status
 from komt_bot.errors import QueueError
+from komt_bot.queue.connection import redis_url
 from komt_bot.queue.inspect import LISTABLE_STATES, QueueAdmin, open_admin
 from komt_bot.queue.retry import Backoff
 from komt_bot.queue.views import PurgePlan, QueueStatus
@@ -60,9 +61,10 @@ def _print_json(data: Any) -> None:
 
 def redis_location(settings: Settings) -> str | None:
     """The Redis URL with any password masked, to say which Redis a report is about."""
-    if settings.redis_url is None:
+    url = redis_url(settings)  # KOMT_REDIS_URL, or the embedded Redis of a `komt-bot serve` here
+    if url is None:
         return None
-    parts = urlsplit(settings.redis_url.get_secret_value())
+    parts = urlsplit(url)
     if parts.password is None:
         return parts.geturl()
     host = f"{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from komt_bot.jobs import Event
-from komt_bot.queue.views import JobDetail, JobSummary, QueueStatus, RunningJob, WorkerView
+from komt_bot.queue.views import FeedbackStats, JobDetail, JobSummary, QueueStatus, RunningJob, WorkerView
 
 # -- formatting ---------------------------------------------------------------------------------------------------
 
@@ -31,7 +32,8 @@ def clock(value: float | None) -> str:
     return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
 
 
-_FLEXIBLE = frozenset({"model", "question", "text", "details", "value"})  # these give way (cut or wrapped) when narrow
+# these give way (cut or wrapped) when narrow
+_FLEXIBLE = frozenset({"model", "engine", "question", "text", "details", "value"})
 _WHOLE = frozenset({"job"})  # never cut: an operator copies these
 
 
@@ -63,7 +65,17 @@ def _summary_table(status: QueueStatus) -> Table:
     _row(table, "dead-letter", status.dead_letter)
     _row(table, window, " · ".join(f"{k} {v}" for k, v in status.recent.items()))
     _row(table, "total", " · ".join(f"{k} {v}" for k, v in status.totals.items()))
+    feedback = status.feedback
+    _row(table, f"feedback, last {feedback.window_seconds / 60:g} min", ratings(feedback.recent))
+    _row(table, "feedback, total", ratings(feedback.totals))
     return table
+
+
+def ratings(counts: dict[str, int]) -> str:
+    """``👍 3 · 👎 1 (75% 👍)``: the count of each rating and the share of 👍."""
+    share = FeedbackStats.share(counts)
+    shown = f"👍 {counts.get('up', 0)} · 👎 {counts.get('down', 0)}"
+    return shown + (f" ({share:.0%} 👍)" if share is not None else "")
 
 
 def _worker_state(worker: WorkerView, stale_after: float) -> str:
@@ -72,14 +84,24 @@ def _worker_state(worker: WorkerView, stale_after: float) -> str:
     return "draining" if worker.draining else "ok"
 
 
+def engine_cell(worker: WorkerView) -> str:
+    """The engine, and for a remote one its server and whether it answers: ``openai http://…/v1 ok``."""
+    if worker.endpoint is None:
+        return worker.engine
+    verdict = {True: "ok", False: f"DOWN: {worker.engine_error or 'no answer'}", None: "not checked yet"}
+    return f"{worker.engine} {worker.endpoint} {verdict[worker.engine_ok]}"
+
+
 def _workers_table(status: QueueStatus) -> RenderableType:
     if not status.workers:
         return Text("no live worker: waiting jobs stay queued until one starts (komt-bot worker)")
-    table = _table("workers", "name", "host", "model", "capacity", "in flight", "tokens/s", "heartbeat", "state")
+    columns = ("name", "host", "model", "engine", "capacity", "in flight", "tokens/s", "heartbeat", "state")
+    table = _table("workers", *columns)
     for w in status.workers:
         state = _worker_state(w, status.stale_after_seconds)
         age = f"{seconds(w.heartbeat_age)} ago"
-        _row(table, w.name, w.host, w.model, w.capacity, w.in_flight, f"{w.tokens_per_second:g}", age, state)
+        tok_s = f"{w.tokens_per_second:g}"
+        _row(table, w.name, w.host, w.model, engine_cell(w), w.capacity, w.in_flight, tok_s, age, state)
     return table
 
 
@@ -187,6 +209,8 @@ def _record_table(detail: JobDetail) -> Table:
             _row(table, key, record[key])
     if detail.position is not None:
         _row(table, "position", f"{detail.position} job(s) ahead")
+    if detail.feedback.total:
+        _row(table, "feedback", ratings(detail.feedback.to_json()))
     for key in ("created", "started", "finished", "requeued"):
         if record.get(key):
             _row(table, key, clock(float(record[key])))
@@ -230,3 +254,23 @@ def render_detail(detail: JobDetail) -> RenderableType:
         _row(events, kind, text)
     parts += [conversation, Text(""), events if detail.events else Text("no events yet")]
     return Group(*parts)
+
+
+# -- komt-bot dev settings ------------------------------------------------------------------------------------------
+
+
+def render_settings(data: dict[str, Any]) -> Table:
+    """``dev settings``: one row per setting, named as its environment variable (``data`` is already masked)."""
+    table = _table("effective settings (secrets masked; - is unset)", "setting", "value")
+
+    def rows(values: dict[str, Any], prefix: str) -> None:
+        for key, value in values.items():
+            name = f"{prefix}{key.upper()}"
+            if isinstance(value, dict):
+                rows(value, name + "__")
+            else:
+                shown = "-" if value is None else value if isinstance(value, str) else json.dumps(value)
+                table.add_row(name, Text(shown))
+
+    rows(data, "KOMT_")
+    return table

@@ -8,16 +8,21 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from komt_bot.engine.base import Engine, GenerationRequest, SamplingParams
+from komt_bot.cli.preflight import check_default_model
+from komt_bot.engine.base import CheckedEngine, Engine, GenerationRequest, SamplingParams
 from komt_bot.errors import ConfigError
 from komt_bot.metrics import Metrics, process_metrics
 from komt_bot.prompt import render_turn
 from komt_bot.queue import JobQueue, open_queue
+from komt_bot.queue.embedded import serve_redis
 from komt_bot.settings import Settings
 from komt_bot.worker import Worker, default_worker_name
 from komt_bot.worker.metrics import MetricsHooks, sampling
+
+if TYPE_CHECKING:
+    from adapters.console import Interrupts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,7 +60,12 @@ async def load_warm_engine(settings: Settings) -> Engine:
     """Load the configured engine (in a thread) and run one short answer, so the first question is not slow."""
     from komt_bot.engine import load_engine
 
-    engine = await in_daemon_thread(lambda: load_engine(settings.model, settings.generation))
+    engine = await in_daemon_thread(lambda: load_engine(settings.model, settings.generation, settings.openai))
+    if isinstance(engine, CheckedEngine):  # a remote server: serve even while it is down (each job then fails fast)
+        problem = await engine.check()
+        if problem:
+            log.warning("%s; serving anyway: answers fail until it answers", problem)
+            return engine
     warm_up = GenerationRequest("warm-up", render_turn("안녕하세요"), SamplingParams(max_new_tokens=2))
     async for _update in engine.generate(warm_up):
         pass
@@ -100,12 +110,16 @@ async def run_worker(
 
     ``on_ready`` gets the worker's graceful stop once the worker exists (the signal handlers use it).
     """
+    check_default_model(settings)
     worker_name = name or settings.worker.name or default_worker_name()
     queue_client = open_queue(settings, wait=True, name=f"komt-worker-{worker_name}")
     async with queue_client as queue, process_metrics(settings.metrics, queue) as metrics:
-        log.info(
-            "loading the model %s (adapter %s); this can take minutes", settings.model.base, settings.model.adapter
-        )
+        if settings.model.engine == "openai":
+            log.info("answering through %s (model %s)", settings.openai.base_url, settings.openai.model)
+        else:
+            log.info(
+                "loading the model %s (adapter %s); this can take minutes", settings.model.base, settings.model.adapter
+            )
         engine = await load_warm_engine(settings)
         try:
             worker = Worker(queue, engine, settings, name=worker_name, hooks=MetricsHooks(queue, metrics))
@@ -127,13 +141,23 @@ async def run_adapter(settings: Settings, name: str) -> None:
         await serve(settings, queue, metrics=metrics)
 
 
-async def run_stack(settings: Settings, *, chat: bool) -> None:
-    """``komt-bot serve``: a worker and every configured adapter (and the terminal chat) in one process."""
-    from adapters.console import repl
+async def run_stack(settings: Settings, *, chat: bool, interrupts: Interrupts | None = None) -> None:
+    """``komt-bot serve``: a worker and every configured adapter (and the terminal chat) in one process.
 
+    Without KOMT_REDIS_URL it runs the embedded redis-server (komt_bot.queue.embedded) for as long as it runs.
+    ``interrupts`` are the chat's Ctrl-C presses (see adapters.console).
+    """
+    check_default_model(settings)
     adapters = configured_adapters(settings)
     if not adapters and not chat:
         log.warning("no Slack or Discord credentials are set: only the worker runs (add --chat to talk here)")
+    with serve_redis(settings) as settings:
+        await _run_stack(settings, adapters, chat=chat, interrupts=interrupts)
+
+
+async def _run_stack(settings: Settings, adapters: list[str], *, chat: bool, interrupts: Interrupts | None) -> None:
+    from adapters.console import repl
+
     async with open_queue(settings, embedded_ok=True) as queue, process_metrics(settings.metrics, queue) as metrics:
         engine = await load_warm_engine(settings)
         worker = Worker(queue, engine, settings, hooks=MetricsHooks(queue, metrics))
@@ -142,7 +166,7 @@ async def run_stack(settings: Settings, *, chat: bool) -> None:
         try:
             async with sampling(worker, metrics):
                 if chat:
-                    await repl(queue, settings)
+                    await repl(queue, settings, interrupts=interrupts)
                 else:
                     await asyncio.gather(*tasks)
         finally:

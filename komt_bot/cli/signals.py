@@ -4,6 +4,9 @@ Until a command registers its graceful stop (a worker does once its model is loa
 command outright, so Ctrl-C or ``docker compose stop`` during a minute-long model load is obeyed at once. After
 the first signal a watchdog thread ends the process after ``hard_deadline`` seconds whatever the event loop, Redis
 or a library thread are doing.
+
+A command can take Ctrl-C for itself (the terminal chat stops an answer with it): while ``on_interrupt`` returns
+True, SIGINT goes there and counts for nothing here; SIGTERM always stops the command.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ class Shutdown:
         self.hard_deadline = hard_deadline
         self.graceful: Callable[[], None] | None = None
         self.cancelled_early = False
+        self.on_interrupt: Callable[[], bool] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._signals = 0
 
     def on_signal(self, signum: int) -> None:
         """Handle one SIGTERM/SIGINT."""
+        if signum == signal.SIGINT and self.on_interrupt is not None and self.on_interrupt():
+            return
         self._signals += 1
         if self._signals > 1:
             print("\nstopping now", file=sys.stderr, flush=True)

@@ -121,12 +121,13 @@ class FaultInjector:
                 w for w in self.pool.live() if not w.frozen
             ]
             if not candidates:
-                self.notes.append(f"{self._now():.1f} s: no live worker to kill")
+                if not any(note.startswith("kill: no live worker") for note in self.notes):
+                    self.notes.append(f"kill: no live worker to kill from {self._now():.1f} s on")
                 continue
             victim = self.rng.choice(candidates)
             held = (await self._pending()).get(victim.name, 0)
             at = self._now()
-            victim.kill()
+            self.pool.kill(victim)
             replacement = self.pool.start_new()
             detail = f"held {held} jobs; {'serving' if victim.name in serving else 'still loading'}"
             self.records.append(FaultRecord("kill", at, victim.name, None, f"{detail}; replaced by {replacement.name}"))

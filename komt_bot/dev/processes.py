@@ -280,6 +280,20 @@ class WorkerPool:
         self.fleet = fleet
         self.env = dict(env)
         self.workers: list[ManagedProcess] = []
+        self.killed: set[str] = set()
+
+    def kill(self, worker: ManagedProcess) -> None:
+        """SIGKILL one worker (a fault, not an exit of its own)."""
+        self.killed.add(worker.name)
+        worker.kill()
+
+    def exits_of_their_own(self) -> list[str]:
+        """A line for each worker that exited while nobody killed or stopped it (a crash, an import error)."""
+        return [
+            f"{w.name} exited on its own with code {w.returncode}: {(tail(w.log_path, 1) or ['?'])[0]}"
+            for w in self.workers
+            if not w.alive and w.name not in self.killed
+        ]
 
     def start_new(self) -> ManagedProcess:
         """Start one more worker under the next name."""

@@ -63,9 +63,12 @@ class SoakSummary:
     empty_answers: int
     error_replies: dict[str, int]
     duplicated: int
+    blanked_leftovers: int  # of the duplicated: replies whose only fault is messages left blanked after a restart
     missing: int
     dead_lettered: int
     restarted_replies: int  # answers that restarted on another attempt (takeovers): expected under faults
+    one_message_replies: int  # replies that used exactly one message
+    one_terminal_streams: int  # jobs whose output stream holds exactly one terminal event
     first_visible_p50: float | None
     first_visible_p95: float | None
     final_p50: float | None
@@ -118,9 +121,12 @@ def summarize(
         empty_answers=sum(v.empty for v in answered),
         error_replies=dict(sorted(Counter(v.error_kind for v in verdicts if v.error_kind).items())),
         duplicated=sum(v.duplicated for v in verdicts),
+        blanked_leftovers=sum(v.blanked > 0 and len(v.problems) == 1 for v in verdicts),
         missing=sum(v.missing is not None for v in verdicts),
         dead_lettered=dead_lettered,
         restarted_replies=sum(v.attempts > 1 for v in answered),
+        one_message_replies=sum(v.messages == 1 for v in verdicts),
+        one_terminal_streams=sum(v.terminals == 1 for v in verdicts),
         first_visible_p50=percentile([v.first_visible for v in answered if v.first_visible is not None], 0.5),
         first_visible_p95=percentile([v.first_visible for v in answered if v.first_visible is not None], 0.95),
         final_p50=percentile([v.final for v in answered if v.final is not None], 0.5),
@@ -146,8 +152,10 @@ def render(summary: SoakSummary, console: Console) -> None:
         ("conversations", str(summary.conversations)),
         ("answered", f"{summary.answered} ({summary.empty_answers} empty, {summary.restarted_replies} restarted)"),
         ("error replies", errors + (" (busy accepted)" if summary.busy_ok and "busy" in summary.error_replies else "")),
-        ("duplicated / mixed", str(summary.duplicated)),
+        ("duplicated / mixed", f"{summary.duplicated} ({summary.blanked_leftovers} only blanked leftover messages)"),
         ("missing", str(summary.missing)),
+        ("one-message replies", str(summary.one_message_replies)),
+        ("streams with one terminal event", str(summary.one_terminal_streams)),
         ("dead-lettered", str(summary.dead_lettered)),
         ("first visible p50 / p95", f"{_seconds(summary.first_visible_p50)} / {_seconds(summary.first_visible_p95)}"),
         ("final p50 / p95", f"{_seconds(summary.final_p50)} / {_seconds(summary.final_p95)}"),

@@ -47,7 +47,7 @@ from komt_bot.dev.report import SoakSummary, machine_info, summarize
 from komt_bot.dev.verdict import Verdict, evidence, judge
 from komt_bot.jobs import JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue, connect
-from komt_bot.settings import QueueSettings, Settings, load_settings
+from komt_bot.settings import QueueSettings, load_settings
 
 ASK_GRACE_SECONDS = 60.0  # past the ask's own timeout, the harness stops waiting for it (counted missing)
 MODEL_BUILD_SECONDS = 600.0
@@ -173,7 +173,7 @@ async def run_soak(
         client = connect(settings)
         queue = JobQueue(client, settings.queue)
         try:
-            return await _soak(options, settings, queue, fleet, redis_server, model, say)
+            return await _soak(options, queue, fleet, redis_server, model, say)
         finally:
             await queue.close()
             await client.aclose()
@@ -186,7 +186,6 @@ async def run_soak(
 
 async def _soak(
     options: SoakOptions,
-    settings: Settings,
     queue: JobQueue,
     fleet: Fleet,
     redis_server: RedisServer,
@@ -211,13 +210,15 @@ async def _soak(
     progress = asyncio.create_task(_progress(conversations, started, load_done, say), name="soak-progress")
     try:
         await _load_with_faults(load, faults, options.max_seconds)
-    finally:
+    except BaseException:  # Ctrl-C, or a fault that could not be injected: stop at once (a freeze thaws)
         load_done.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(faults, progress, return_exceptions=True), FAULTS_SETTLE_SECONDS)
         for task in (faults, progress):
             task.cancel()
+        await asyncio.gather(faults, progress, return_exceptions=True)
+        raise
     wall = time.monotonic() - started
+    load_done.set()
+    await _settle(faults, progress, injector)
     for conversation in conversations:
         if conversation.outcome is None and conversation.crash is None:
             conversation.crash = "not finished when the run's time limit passed"
@@ -229,12 +230,22 @@ async def _soak(
         wall_seconds=wall,
         busy_ok=options.busy_ok,
         faults=injector.records,
-        fault_notes=injector.notes,
+        fault_notes=[*injector.notes, *pool.exits_of_their_own()],
         machine=machine_info(str(model), options.tokens, options.workers),
         options=options.as_dict(),
     )
     await _attach_evidence(summary, queue, conversations, judged, fleet, options.busy_ok)
     return summary
+
+
+async def _settle(faults: asyncio.Task[None], progress: asyncio.Task[None], injector: FaultInjector) -> None:
+    """Let a fault still under way end (a freeze thaws and its worker's heartbeat is seen) before the checks."""
+    try:
+        await asyncio.wait_for(asyncio.gather(faults, progress, return_exceptions=True), FAULTS_SETTLE_SECONDS)
+    except TimeoutError:
+        injector.notes.append(f"faults still under way {FAULTS_SETTLE_SECONDS:.0f} s after the load: stopped")
+    if faults.done() and not faults.cancelled() and faults.exception() is not None:
+        injector.notes.append(f"a fault failed after the load: {faults.exception()}")
 
 
 def _conversations(options: SoakOptions, third: asyncio.Event) -> list[Conversation]:

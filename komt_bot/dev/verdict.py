@@ -9,7 +9,8 @@ A conversation is
   🚦 busy, ...), counted by kind;
 * **duplicated / mixed** when the job's output stream has more than one terminal event, or one attempt started
   twice, or events after the terminal one, or the visible answer is not exactly the text of the last attempt, or
-  the answer took more messages than its length needs;
+  the answer took more messages than its length needs (messages an earlier, longer attempt posted and the editor
+  blanked to ``…`` count here too, and are counted apart as ``blanked``);
 * **missing** when the ask never returned, or the job's stream has no terminal event.
 """
 
@@ -54,6 +55,8 @@ class Verdict:
     final: float | None = None
     attempts: int = 0
     messages: int = 0
+    blanked: int = 0  # trailing messages an earlier, longer attempt needed, left as "…"
+    terminals: int = 0  # terminal events in the job's output stream
 
     @property
     def duplicated(self) -> bool:
@@ -129,13 +132,20 @@ async def judge(queue: JobQueue, conversation: Conversation, max_message_size: i
     events = await queue.output(job_id) if job_id else []
     verdict.attempts = max((e.attempt for e in events if e.type == "start"), default=0)
     verdict.problems = stream_problems(events)
+    verdict.terminals = sum(event.terminal for event in events)
     terminal = next((event for event in events if event.terminal), None)
     if conversation.crash is not None:
         verdict.missing = f"the ask did not return: {conversation.crash}"
     elif job_id is not None and terminal is None:
         verdict.missing = "the job's output stream has no terminal event"
-    visible = "".join(finals)
-    verdict.error_kind = error_kind(finals[-1]) if finals else None
+    # A restart that shortened the answer leaves the messages it no longer needs blanked to "…" (the editor never
+    # deletes): the answer and any error line are in the messages before them.
+    shown = list(finals)
+    while len(shown) > 1 and shown[-1] == messages.BLANKED:
+        shown.pop()
+    verdict.blanked = len(finals) - len(shown)
+    visible = "".join(shown)
+    verdict.error_kind = error_kind(shown[-1]) if shown else None
     if verdict.error_kind is None and outcome is not None and outcome.kind != "done" and not verdict.missing:
         verdict.error_kind = f"outcome_{outcome.kind}"  # an end the reply does not show as an error line
     if outcome is None or outcome.kind != "done" or verdict.error_kind or verdict.missing:
@@ -148,8 +158,10 @@ async def judge(queue: JobQueue, conversation: Conversation, max_message_size: i
     if visible != expected:
         verdict.problems.append(f"the reply shows {len(visible)} chars, not the last attempt's {len(expected)}")
     needed = len(split_text(expected, max_message_size))
-    if len(finals) > needed:
-        verdict.problems.append(f"the answer spilled into {len(finals)} messages where {needed} hold it")
+    if len(shown) > needed:
+        verdict.problems.append(f"the answer spilled into {len(shown)} messages where {needed} hold it")
+    if verdict.blanked:
+        verdict.problems.append(f"{verdict.blanked} more message(s) left blanked to '…' by an earlier, longer attempt")
     verdict.empty = not answer.strip()
     verdict.answered = True  # a person got an answer; whether it was the right one is in ``problems``
     return verdict, events

@@ -61,7 +61,8 @@ class EngineInfo:
     device: str
     quantization: str
     capacity: int
-    kind: str  # "sequential" or "batching"
+    kind: str  # "sequential", "batching" or "openai"
+    endpoint: str | None = None  # where a remote engine sends requests (its server's base URL)
 
 
 @dataclass(slots=True)
@@ -96,6 +97,15 @@ class Engine(Protocol):
 
     async def close(self) -> None:
         """Release the model and any background thread."""
+        ...
+
+
+@runtime_checkable
+class CheckedEngine(Protocol):
+    """An engine whose backend can be asked, cheaply, whether it answers (a remote server)."""
+
+    async def check(self) -> str | None:
+        """None when the backend answers; otherwise one line saying why not. Never raises, never hangs."""
         ...
 
 

@@ -1,7 +1,8 @@
-"""One request's answer as it streams: token ids in, text deltas and a finish reason out.
+"""One request's answer as it streams: token ids (or a server's text) in, text deltas and a finish reason out.
 
-Both engines feed each request's new token ids to a :class:`ReplyDecoder`, which chains the incremental detokenizer,
-the stop-sequence filter, the EOS check and the ``max_new_tokens`` limit.
+The built-in engines feed each request's new token ids to a :class:`ReplyDecoder`, which chains the incremental
+detokenizer, the stop-sequence filter, the EOS check and the ``max_new_tokens`` limit. The remote engine feeds the
+text its server streams to a :class:`TextReplyDecoder`: the same stop filter, on text.
 """
 
 from __future__ import annotations
@@ -76,3 +77,40 @@ class ReplyDecoder:
     def _finish(self, text: str, reason: FinishReason) -> ReplyStep:
         self.finish_reason = reason
         return ReplyStep(text, reason)
+
+
+class TextReplyDecoder:
+    """The :class:`ReplyDecoder` of an engine that receives text, not token ids (a remote server).
+
+    The same stop filter holds back what could still become a stop sequence, so an answer reads the same whether or
+    not the server enforced the stops itself. A U+FFFD in the text (a server's detokenizer that split a byte-fallback
+    Hangul syllable, or a byte that is never valid UTF-8) is dropped, as the built-in engines drop such bytes.
+    """
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self._stops = StopFilter(stops)
+        self.finish_reason: FinishReason | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the answer has ended."""
+        return self.finish_reason is not None
+
+    def feed(self, text: str) -> ReplyStep:
+        """Take newly received text; returns what is safe to show and, if a stop sequence completed, ``"stop"``."""
+        if self.finished:
+            return ReplyStep("", self.finish_reason)
+        pushed = self._stops.push(text.replace("\ufffd", ""))
+        if pushed.stopped:
+            self.finish_reason = "stop"
+            return ReplyStep(pushed.text, "stop")
+        return ReplyStep(pushed.text)
+
+    def finish(self, reason: FinishReason, *, stopped_by_server: bool = False) -> ReplyStep:
+        """End the answer (the server finished it); ``stopped_by_server``: it ended on one of the stop sequences,
+        so the text held back as a possible stop is dropped, as a local match would drop it."""
+        if self.finished:
+            return ReplyStep("", self.finish_reason)
+        tail = "" if stopped_by_server else self._stops.flush()
+        self.finish_reason = "stop" if stopped_by_server else reason
+        return ReplyStep(tail, self.finish_reason)

@@ -77,7 +77,7 @@ def shown_url(url: str) -> str:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         return url
-    return str(parsed.copy_with(password="****")) if parsed.password else url
+    return str(parsed.copy_with(username=parsed.username, password="****")) if parsed.password else url
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,7 @@ def parse_questions(text: str, where: str) -> list[Question]:
             raise EvalError(f"{where}:{number}: not JSON ({e})") from e
         instruction = data.get("instruction") if isinstance(data, dict) else None
         if not isinstance(instruction, str) or not instruction.strip():
-            raise EvalError(f"{where}:{number}: no \"instruction\" text")
+            raise EvalError(f'{where}:{number}: no "instruction" text')
         question_id = str(data.get("id", len(questions)))
         if question_id in seen:
             raise EvalError(f"{where}:{number}: the id {question_id!r} appears twice")

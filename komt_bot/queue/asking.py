@@ -134,7 +134,9 @@ class AskingOps(QueueBase):
         async with self.reader.watch(job_id, after=after) as watch:
             while True:
                 try:
-                    item = await asyncio.wait_for(watch.inbox.get(), block_seconds)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that meets an event
+                    async with asyncio.timeout(block_seconds):
+                        item = await watch.inbox.get()
                 except TimeoutError:
                     yield None
                     continue

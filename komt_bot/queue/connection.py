@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from komt_bot.errors import ConfigError, QueueError
+from komt_bot.queue.embedded import discover
 from komt_bot.queue.jobqueue import JobQueue
 from komt_bot.queue.retry import Backoff, is_transient
 from komt_bot.settings import Settings
@@ -38,12 +39,17 @@ WAIT_LOG_SECONDS = 5.0
 def connect(settings: Settings, *, name: str | None = None) -> aioredis.Redis:
     """A client for the configured Redis (text responses), its connections named ``name`` in ``CLIENT LIST``.
 
-    Raises ConfigError when no Redis is configured.
+    Without ``KOMT_REDIS_URL`` it is the embedded Redis of a ``komt-bot serve`` running on this machine
+    (:mod:`.embedded`). Raises ConfigError when there is neither.
     """
-    if settings.redis_url is None:
-        raise ConfigError("KOMT_REDIS_URL: no Redis is configured (or run `komt-bot serve`, which embeds one)")
+    url = redis_url(settings)
+    if url is None:
+        raise ConfigError(
+            "KOMT_REDIS_URL: no Redis is configured and no `komt-bot serve` runs its embedded Redis here: "
+            "start `komt-bot serve` (or ./scripts/demo), or set KOMT_REDIS_URL=redis://HOST:6379/0"
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url.get_secret_value(),
+        url,
         max_connections=settings.queue.max_connections,
         timeout=POOL_WAIT_SECONDS,
         decode_responses=True,
@@ -57,8 +63,13 @@ def connect(settings: Settings, *, name: str | None = None) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
+def redis_url(settings: Settings) -> str | None:
+    """``KOMT_REDIS_URL``, else the URL of the embedded Redis that a ``komt-bot serve`` here runs, else None."""
+    return settings.redis_url.get_secret_value() if settings.redis_url is not None else discover(settings)
+
+
 def embedded_redis() -> aioredis.Redis:
-    """An in-process Redis (fakeredis with Lua) for a single-process `serve` without a Redis server."""
+    """An in-process Redis (fakeredis with Lua): `serve`'s fallback where no ``redis-server`` is installed."""
     import fakeredis
 
     return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
@@ -94,7 +105,7 @@ async def open_queue(
     with ``wait`` (long-running processes) it waits for Redis to come up, however long that takes.
     """
     if settings.redis_url is None and embedded_ok:
-        log.info("no KOMT_REDIS_URL: using an embedded in-process Redis (jobs live only in this process)")
+        log.info("no KOMT_REDIS_URL and no redis-server: using an embedded in-process Redis (fakeredis)")
         client = embedded_redis()
     else:
         client = connect(settings, name=name)
@@ -114,9 +125,10 @@ async def open_queue(
 
 
 def _where(settings: Settings) -> str:
-    if settings.redis_url is None:
+    url = redis_url(settings)
+    if url is None:
         return "the embedded Redis"
     from urllib.parse import urlsplit
 
-    parts = urlsplit(settings.redis_url.get_secret_value())
+    parts = urlsplit(url)
     return f"{parts.hostname or parts.path}:{parts.port or 6379}"

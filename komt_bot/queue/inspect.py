@@ -108,6 +108,7 @@ class QueueAdmin:
             workers=workers,
             components=components,
             running_jobs=running,
+            feedback=await self.queue.feedback_stats(now),
         )
 
     async def _counts(self, now: float) -> dict[str, int]:
@@ -243,6 +244,7 @@ class QueueAdmin:
             conversation=conversation_json(record),
             position=await self.queue.position(job_id),
             events=await self.queue.output(job_id),
+            feedback=await self.queue.feedback(job_id),
         )
 
     # -- acting -----------------------------------------------------------------------------------------------

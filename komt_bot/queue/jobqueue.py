@@ -1,12 +1,14 @@
-"""The job queue of one deployment: the asking side (:mod:`.asking`) and the working side (:mod:`.working`)."""
+"""The job queue of one deployment: the asking side (:mod:`.asking`), the working side (:mod:`.working`) and
+people's ratings of the answers (:mod:`.feedback`)."""
 
 from __future__ import annotations
 
 from komt_bot.queue.asking import AskingOps
+from komt_bot.queue.feedback import FeedbackOps
 from komt_bot.queue.working import WorkingOps
 
 
-class JobQueue(AskingOps, WorkingOps):
+class JobQueue(AskingOps, WorkingOps, FeedbackOps):
     """All queue operations of one deployment (one key prefix) on one Redis client.
 
     Key names live in :mod:`komt_bot.queue.keys`, the typed records in :mod:`komt_bot.jobs` and the Lua that

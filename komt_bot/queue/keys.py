@@ -13,6 +13,9 @@ Keys (``{p}`` is ``settings.queue.prefix``)::
     {p}:index           sorted set job id -> created time (recent jobs, for the admin CLI)
     {p}:stats           hash of totals per final state
     {p}:recent:{state}  sorted set job id -> finish time (last hour, per final state)
+    {p}:feedback:{id}   hash person -> rating ("up" / "down") of one answer, expiring with the job's record
+    {p}:feedback_totals hash rating -> how many people's current rating it is, across every answer
+    {p}:feedback_recent:{rating}  sorted set "{job id}/{person}" -> time of the rating (last hour)
     {p}:{platform}:...  an adapter's own marks (e.g. Slack's delivered messages, threads it answers in)
     {p}:rate:{user}:{w} requests of one person in one minute window (per-user rate limit)
     {p}:worker:{name}   a live worker's presence record (JSON, with a TTL)
@@ -43,6 +46,7 @@ class QueueKeys:
         self.dlq = f"{prefix}:dlq"
         self.index = f"{prefix}:index"
         self.stats = f"{prefix}:stats"
+        self.feedback_totals = f"{prefix}:feedback_totals"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -58,6 +62,12 @@ class QueueKeys:
 
     def recent(self, state: str) -> str:
         return f"{self.prefix}:recent:{state}"
+
+    def feedback(self, job_id: str) -> str:
+        return f"{self.prefix}:feedback:{job_id}"
+
+    def feedback_recent(self, rating: str) -> str:
+        return f"{self.prefix}:feedback_recent:{rating}"
 
     def adapter(self, platform: str, *parts: str) -> str:
         """A key an adapter keeps for itself (Slack's delivered-message and thread marks)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from komt_bot.jobs import DEAD_LETTER_CODE, Event, JobRecord
+from komt_bot.jobs import DEAD_LETTER_CODE, Event, FeedbackCounts, JobRecord
 from komt_bot.queue.presence import ComponentRecord, WorkerRecord
 
 PREVIEW_CHARS = 40
@@ -108,6 +108,29 @@ class RunningJob:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackStats:
+    """People's ratings of the answers: those given in the last ``window_seconds``, and every current one."""
+
+    window_seconds: float = 0.0
+    recent: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def share(counts: dict[str, int]) -> float | None:
+        """The share of 👍 among ``counts`` (0..1), None when there are none."""
+        total = sum(counts.values())
+        return round(counts.get("up", 0) / total, 3) if total else None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data, with the share of 👍 of each."""
+        return {
+            **asdict(self),
+            "recent_share_up": self.share(self.recent),
+            "total_share_up": self.share(self.totals),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStatus:
     """Everything ``komt-bot queue status`` shows."""
 
@@ -123,6 +146,7 @@ class QueueStatus:
     workers: list[WorkerView] = field(default_factory=list)
     components: list[ComponentView] = field(default_factory=list)
     running_jobs: list[RunningJob] = field(default_factory=list)
+    feedback: FeedbackStats = field(default_factory=FeedbackStats)
 
     @property
     def orphaned(self) -> list[RunningJob]:
@@ -131,7 +155,7 @@ class QueueStatus:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data (no secrets in it)."""
-        return {**asdict(self), "orphaned": len(self.orphaned)}
+        return {**asdict(self), "orphaned": len(self.orphaned), "feedback": self.feedback.to_json()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +193,7 @@ class JobDetail:
     conversation: list[dict[str, str]]
     position: int | None
     events: list[Event]
+    feedback: FeedbackCounts = field(default_factory=FeedbackCounts)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data (the raw request is replaced by the parsed conversation)."""
@@ -178,6 +203,7 @@ class JobDetail:
             "conversation": self.conversation,
             "position": self.position,
             "events": [e.model_dump(exclude_defaults=True) for e in self.events],
+            "feedback": self.feedback.to_json(),
         }
 
 

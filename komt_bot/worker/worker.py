@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-from komt_bot.engine.base import Engine
+from komt_bot.engine.base import CheckedEngine, Engine
 from komt_bot.errors import QueueError
 from komt_bot.jobs import ClaimedJob
 from komt_bot.queue import JobQueue
@@ -78,6 +78,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._tokens_window: list[tuple[float, int]] = []
+        self._engine_ok: bool | None = None  # a remote engine's last check (None: not checked)
+        self._engine_error: str | None = None
 
     def stop(self) -> None:
         """Stop taking jobs and drain (what SIGTERM does)."""
@@ -104,6 +106,8 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._cancel_loop(), name="cancel-watch"),
         ]
+        if isinstance(self.engine, CheckedEngine):
+            background.append(asyncio.create_task(self._engine_check_loop(self.engine), name="engine-check"))
         log.info("worker %s serving %s (capacity %d)", self.name, self.engine.info.model, self.capacity)
         try:
             await self._claim_loop(burst=burst)
@@ -223,6 +227,9 @@ class Worker:
             device=info.device,
             quantization=info.quantization,
             engine=info.kind,
+            endpoint=info.endpoint,
+            engine_ok=self._engine_ok,
+            engine_error=self._engine_error,
             capacity=self.capacity,
             in_flight=len(self._runs),
             tokens_per_second=round(self.tokens_per_second(), 2),
@@ -251,6 +258,20 @@ class Worker:
                 await self._publish_record()
             except QueueError as e:
                 log.warning("worker %s: heartbeat failed: %s", self.name, e)
+
+    async def _engine_check_loop(self, engine: CheckedEngine) -> None:
+        """Ask a remote engine's server whether it answers, every heartbeat, for the presence record."""
+        while True:
+            try:
+                problem = await asyncio.wait_for(engine.check(), LOOP_CALL_TIMEOUT_SECONDS)
+            except TimeoutError:
+                problem = f"the model server did not answer a check within {LOOP_CALL_TIMEOUT_SECONDS:g} s"
+            if problem and problem != self._engine_error:
+                log.warning("worker %s: %s", self.name, problem)
+            elif problem is None and self._engine_error:
+                log.info("worker %s: the model server answers again", self.name)
+            self._engine_ok, self._engine_error = problem is None, problem
+            await asyncio.sleep(self.settings.queue.heartbeat_seconds)
 
     async def _cancel_loop(self) -> None:
         while True:
