@@ -279,7 +279,8 @@ class Worker:
             if not self._runs:
                 continue
             try:
-                flagged = await asyncio.wait_for(self.queue.cancelled(list(self._runs)), LOOP_CALL_TIMEOUT_SECONDS)
+                async with asyncio.timeout(LOOP_CALL_TIMEOUT_SECONDS):  # not wait_for: it can swallow a cancel
+                    flagged = await self.queue.cancelled(list(self._runs))
             except (QueueError, TimeoutError):
                 continue
             for job_id in flagged:
