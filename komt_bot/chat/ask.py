@@ -8,6 +8,7 @@ saying what went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -131,22 +132,24 @@ async def deliver(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_
         if not started:
             await editor.status(messages.RECONNECTING)
 
+    events = queue.events(job_id, block_seconds=min(0.5, editor.limits.edit_interval), on_outage=on_outage)
     try:
-        events = queue.events(job_id, block_seconds=min(0.5, editor.limits.edit_interval), on_outage=on_outage)
-        async for event in events:
-            if event is None:
-                if time.monotonic() > deadline:
-                    await editor.finish(messages.TIMEOUT)
-                    return Outcome("timeout", job_id, text=editor.answer)
-                if started or reconnecting:
-                    await editor.flush()
-                else:
-                    await editor.status(messages.queued(await queue.position(job_id)))
-                continue
-            reconnecting = False
-            started = await _apply(event, editor, started)
-            if event.terminal:
-                return await _finish(event, editor, job_id)
+        # aclosing: a reply cancelled mid-stream closes its watch now, not whenever the generator is collected
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event is None:
+                    if time.monotonic() > deadline:
+                        await editor.finish(messages.TIMEOUT)
+                        return Outcome("timeout", job_id, text=editor.answer)
+                    if started or reconnecting:
+                        await editor.flush()
+                    else:
+                        await editor.status(messages.queued(await queue.position(job_id)))
+                    continue
+                reconnecting = False
+                started = await _apply(event, editor, started)
+                if event.terminal:
+                    return await _finish(event, editor, job_id)
     except QueueError as e:
         log.warning("job %s: lost the queue while streaming: %s", job_id, e)
         await editor.finish(messages.QUEUE_DOWN)

@@ -24,7 +24,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -52,7 +52,8 @@ from komt_bot.settings import QueueSettings, load_settings
 ASK_GRACE_SECONDS = 60.0  # past the ask's own timeout, the harness stops waiting for it (counted missing)
 MODEL_BUILD_SECONDS = 600.0
 PROGRESS_SECONDS = 10.0
-FAULTS_SETTLE_SECONDS = 120.0  # after the load: a freeze still running, a restart still under way
+FAULTS_SETTLE_SECONDS = 120.0
+CLOSE_SECONDS = 10.0  # after the load: a freeze still running, a restart still under way
 MAX_EVIDENCE = 10
 LOG_TAIL_LINES = 25
 QUESTIONS = (
@@ -175,13 +176,21 @@ async def run_soak(
         try:
             return await _soak(options, queue, fleet, redis_server, model, say)
         finally:
-            await queue.close()
-            await client.aclose()
+            await _bounded(queue.close(), "closing the queue's output reader", say)
+            await _bounded(client.aclose(), "closing the Redis client", say)
     finally:
         if own_fleet:
             fleet.close(keep=options.keep)
         else:
             fleet.stop_all()
+
+
+async def _bounded(step: Awaitable[None], what: str, say: Callable[[str], None]) -> None:
+    """One cleanup step, given at most ``CLOSE_SECONDS``: cleanup must never hang the harness."""
+    try:
+        await asyncio.wait_for(step, CLOSE_SECONDS)
+    except TimeoutError:
+        say(f"{what} did not finish within {CLOSE_SECONDS:.0f} s: going on")
 
 
 async def _soak(
@@ -211,9 +220,9 @@ async def _soak(
     try:
         await _load_with_faults(load, faults, options.max_seconds)
     except BaseException:  # Ctrl-C, or a fault that could not be injected: stop at once (a freeze thaws)
-        load_done.set()
         for task in (faults, progress):
             task.cancel()
+        load_done.set()
         await asyncio.gather(faults, progress, return_exceptions=True)
         raise
     wall = time.monotonic() - started

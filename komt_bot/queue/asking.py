@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, cast
 
 from komt_bot.errors import BacklogFullError, JobNotFoundError, QueueError
@@ -123,7 +123,7 @@ class AskingOps(QueueBase):
         after: str = "0-0",
         block_seconds: float = 1.0,
         on_outage: Callable[[float], Awaitable[None]] | None = None,
-    ) -> AsyncIterator[Event | None]:
+    ) -> AsyncGenerator[Event | None, None]:
         """The job's events from the start (or after ``after``), ending with its terminal event.
 
         Yields None whenever ``block_seconds`` pass without an event, so the caller can update a placeholder or
