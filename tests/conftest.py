@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from komt_bot.settings import Settings, load_settings
+from tests.fake_slack import FakeSlack
 from tests.model_fixtures import tiny_model_dir  # noqa: F401  (fixture)
 from tests.openai_server import openai_server  # noqa: F401  (fixture)
 
@@ -55,3 +56,12 @@ def settings(prefix: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
         # A short outage window: tests of a Redis that is gone should not wait the default minute.
         queue={"prefix": prefix, "claim_idle_seconds": 1.0, "heartbeat_seconds": 0.2, "outage_seconds": 2.0},
     )
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    """The fake Slack Web API on 127.0.0.1 (tests/fake_slack.py), for the Slack tests."""
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.stop()

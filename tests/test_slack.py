@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
-import pytest
 import redis.asyncio as aioredis
 
 from adapters.slack.app import SlackAdapter, serve
@@ -191,14 +190,6 @@ async def slack_stack(
         await adapter.start()
         stack.push_async_callback(adapter.stop)
         yield Stack(fake, queue, adapter, settings, http)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def assert_edits_spaced(fake: FakeSlack) -> None:

@@ -6,10 +6,8 @@ position), streams the answer the usual way, titles the thread after its first q
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from adapters.slack.assistant import thread_title
@@ -24,14 +22,6 @@ from tests.test_slack import ASKER, CHANNEL, slack_stack, stack_settings, until
 DM = "D0ASSIST"
 QUESTION = "김치찌개를 맛있게 끓이는 방법을 자세히 알려 주세요\n둘째 줄은 제목에 들어가지 않습니다"
 ANSWER = "먼저 잘 익은 김치를 돼지고기와 함께 볶은 뒤, 물을 붓고 푹 끓입니다. " * 3
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def thread_event(kind: str, root: Message, **extra: Any) -> dict[str, Any]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import redis.asyncio as aioredis
 
 from komt_bot import messages
@@ -14,14 +11,6 @@ from komt_bot.settings import Settings
 from tests.fake_engine import ScriptedEngine
 from tests.fake_slack import TEAM, FakeSlack, Message, feedback_values
 from tests.test_slack import ANSWER, ASKER, CHANNEL, OTHER, Stack, slack_stack, stack_settings, until
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def job_of(s: Stack, question: Message) -> str:

@@ -21,6 +21,7 @@ from adapters.discord.control import stop_view
 from adapters.discord.feedback import feedback_view
 from komt_bot import messages
 from komt_bot.chat.editor import ReplyLimits
+from komt_bot.chat.feedback import FinalWithFeedback
 from komt_bot.chat.sinks import platform_call
 from komt_bot.metrics import Metrics
 
@@ -50,7 +51,7 @@ def thread_name(question: str) -> str:
     return (first[: THREAD_NAME_CHARS - 1] + "…" if len(first) > THREAD_NAME_CHARS else first) or "komt"
 
 
-class _Sink:
+class _Sink(FinalWithFeedback):
     """What both sinks share: the pieces posted so far, the Stop button, metrics.
 
     Every Discord call goes through :meth:`_call`, which counts it (a message posted or edited, or a platform
@@ -70,17 +71,6 @@ class _Sink:
     async def edit(self, handle: str, text: str, *, active: bool) -> None:
         """Replace a piece's text (each sink its own way)."""
         raise NotImplementedError
-
-    async def final(self, handle: str | None, text: str, *, feedback: str) -> str:
-        """Show the last piece of a finished answer with the 👍/👎 buttons of the job ``feedback``."""
-        self._feedback = feedback
-        try:
-            if handle is None:
-                return await self.post(text, active=False)
-            await self.edit(handle, text, active=False)
-            return handle
-        finally:
-            self._feedback = None
 
     def _view(self, active: bool) -> discord.ui.View | None:
         """The Stop button while the job runs, the feedback buttons on a finished answer; None removes both."""

@@ -37,6 +37,7 @@ from adapters.slack.events import escape
 from adapters.slack.feedback import feedback_block
 from komt_bot import messages
 from komt_bot.chat.editor import EDIT_INTERVAL_SECONDS, ReplyLimits, split_text, utf8_size
+from komt_bot.chat.feedback import FinalWithFeedback
 from komt_bot.chat.sinks import platform_call
 from komt_bot.metrics import Metrics
 
@@ -118,7 +119,7 @@ class _Message:
     stop: bool = False  # shows the Stop button (a plain message)
 
 
-class SlackSink:
+class SlackSink(FinalWithFeedback):
     """A :class:`~komt_bot.chat.editor.ReplySink` for one reply in one Slack thread."""
 
     def __init__(
@@ -190,17 +191,6 @@ class SlackSink:
         blocks = self._blocks(text, active)
         message.stop = active and blocks is not None
         await self._update(message.ts, text, blocks or [])
-
-    async def final(self, handle: str | None, text: str, *, feedback: str) -> str:
-        """Show the last message of a finished answer with the feedback buttons of the job ``feedback``."""
-        self._feedback = feedback
-        try:
-            if handle is None:
-                return await self.post(text, active=False)
-            await self.edit(handle, text, active=False)
-            return handle
-        finally:
-            self._feedback = None
 
     async def close(self) -> None:
         """Finish the reply: close any stream still open and remove the Stop message left above a stream."""
