@@ -34,6 +34,7 @@ from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.settings import DiscordSettings, Settings
 from tests.helpers import running_worker
+from tests.local_http import serve_on_loopback
 
 with warnings.catch_warnings():
     # discord.py imports audioop (deprecated) for voice, which komt-bot never uses. Importing it here, once,
@@ -122,11 +123,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_on_loopback(app)
 
     async def close(self) -> None:
         """Stop the server (closing the gateway connection)."""

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.local_http import serve_on_loopback
+
 ANSWER_START = "[답변 / Answer]\n"
 ANSWER_END = "\n\n[끝 / End]"
 QUESTION_START = "[질문 / Question]\n"
@@ -54,11 +56,7 @@ class FakeJudge:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._complete)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         """Stop listening (the judge is then down: connections are refused)."""
