@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 from komt_bot.engine.base import CheckedEngine, Engine
 from komt_bot.errors import QueueError
@@ -242,9 +241,6 @@ class Worker:
 
     # -- background loops -------------------------------------------------------------------------------------
 
-    def _running_jobs(self) -> Iterator[JobRun]:
-        return iter(list(self._runs.values()))
-
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.queue.heartbeat_seconds)
@@ -263,7 +259,8 @@ class Worker:
         """Ask a remote engine's server whether it answers, every heartbeat, for the presence record."""
         while True:
             try:
-                problem = await asyncio.wait_for(engine.check(), LOOP_CALL_TIMEOUT_SECONDS)
+                async with asyncio.timeout(LOOP_CALL_TIMEOUT_SECONDS):
+                    problem = await engine.check()
             except TimeoutError:
                 problem = f"the model server did not answer a check within {LOOP_CALL_TIMEOUT_SECONDS:g} s"
             if problem and problem != self._engine_error:
