@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -76,11 +76,6 @@ class Event(BaseModel):
         """One output-stream entry (``type`` plus a JSON ``data`` field) as an :class:`Event`."""
         data = json.loads(fields.get("data") or "{}")
         return cls.model_validate({**data, "id": entry_id, "type": fields.get("type", "error")})
-
-    @staticmethod
-    def encode(event_type: EventType, **data: Any) -> dict[str, str]:
-        """The stream fields of an event (what the Lua scripts write too)."""
-        return {"type": event_type, "data": json.dumps(data, ensure_ascii=False)}
 
 
 def _float(value: str | None) -> float | None:
@@ -180,8 +175,8 @@ class JobRecord:
     @property
     def question(self) -> str:
         """The last question, or empty."""
-        turns = self.conversation
-        return turns[-1].text if turns else ""
+        request = self.request
+        return request.question if request else ""
 
     @property
     def dead_lettered(self) -> bool:

@@ -125,13 +125,6 @@ class QueueAdmin:
             counts[f"total_{state}"] = int(totals.get(state) or 0)
         return counts
 
-    async def waiting_count(self) -> int:
-        """How many jobs wait to start."""
-        try:
-            return int(await self.redis.zcard(self.keys.waiting))
-        except RedisError as e:
-            raise QueueError(f"could not read the backlog: {e}") from e
-
     async def oldest_waiting_age(self, *, now: float | None = None) -> float | None:
         """Seconds the job at the head of the queue has waited since it was submitted, None when none waits."""
         now = time.time() if now is None else now

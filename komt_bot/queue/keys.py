@@ -80,12 +80,6 @@ class QueueKeys:
         """A worker's or an adapter's presence record (``name`` may be ``*`` for a SCAN pattern)."""
         return f"{self.prefix}:{kind}:{name}"
 
-    def worker(self, name: str) -> str:
-        return self.presence("worker", name)
-
-    def component(self, name: str) -> str:
-        return self.presence("component", name)
-
     def reader_wake(self, reader_id: str) -> str:
         return f"{self.prefix}:reader:{reader_id}"
 

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from komt_bot.errors import QueueError
 from komt_bot.jobs import Event
+from komt_bot.queue.base import StreamEntries
 from komt_bot.queue.keys import QueueKeys
 from komt_bot.queue.retry import Backoff, is_transient
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 BLOCK_MS = 5_000  # an idle reader wakes this often; new watches wake it at once
 MAX_ENTRIES_PER_STREAM = 200
 WAKE_TTL_SECONDS = 60
-StreamEntries = list[tuple[str, dict[str, str]]]
 
 
 @dataclass(frozen=True, slots=True)

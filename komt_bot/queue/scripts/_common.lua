@@ -6,8 +6,9 @@ local GROUP = 'workers'
 local RECENT_WINDOW = 3600
 
 -- A worker's fencing check: it may write for the job only while the job runs the attempt it started.
-local function owns(attempt)
-  return redis.call('HGET', KEYS[1], 'state') == 'running' and redis.call('HGET', KEYS[1], 'attempt') == attempt
+local function owns(attempt, job_key)
+  job_key = job_key or KEYS[1]
+  return redis.call('HGET', job_key, 'state') == 'running' and redis.call('HGET', job_key, 'attempt') == attempt
 end
 
 -- An end the same attempt already wrote (a retry after a reply was lost on the way back).

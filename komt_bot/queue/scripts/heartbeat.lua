@@ -5,8 +5,7 @@
 local lost = {}
 for i = 2, #KEYS do
   local entry, attempt = ARGV[2 * (i - 1)], ARGV[2 * (i - 1) + 1]
-  if redis.call('HGET', KEYS[i], 'state') == 'running' and redis.call('HGET', KEYS[i], 'attempt') == attempt
-      and redis.call('HGET', KEYS[i], 'worker') == ARGV[1] then
+  if owns(attempt, KEYS[i]) and redis.call('HGET', KEYS[i], 'worker') == ARGV[1] then
     redis.call('XCLAIM', KEYS[1], 'workers', ARGV[1], 0, entry, 'JUSTID')
   else
     lost[#lost + 1] = i - 1

@@ -7,7 +7,7 @@ for i = 1, #KEYS, 2 do
   local job, out = KEYS[i], KEYS[i + 1]
   local n = (i + 1) / 2
   local attempt, seq, text = ARGV[3 * n - 2], tonumber(ARGV[3 * n - 1]), ARGV[3 * n]
-  if redis.call('HGET', job, 'state') ~= 'running' or redis.call('HGET', job, 'attempt') ~= attempt then
+  if not owns(attempt, job) then
     results[n] = 0
   else
     if seq > tonumber(redis.call('HGET', job, 'published') or '0') then
