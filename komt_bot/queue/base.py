@@ -37,7 +37,7 @@ class QueueBase:
         self.redis = redis
         self.settings = settings
         self.keys = QueueKeys(settings.prefix)
-        self.presence = Presence(redis, self.keys)
+        self.presence = Presence(redis, self.keys, outage_seconds=settings.outage_seconds)
         self.clock = clock
         self._scripts: dict[str, AsyncScript] = {}
 

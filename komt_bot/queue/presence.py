@@ -12,10 +12,9 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError
-from redis.exceptions import RedisError
 
-from komt_bot.errors import QueueError
 from komt_bot.queue.keys import PresenceKind, QueueKeys
+from komt_bot.queue.retry import ride_out
 
 MIN_TTL_SECONDS = 5.0
 
@@ -70,33 +69,35 @@ R = TypeVar("R", bound=PresenceRecord)
 class Presence:
     """Publishes and reads the presence records of one deployment."""
 
-    def __init__(self, redis: aioredis.Redis, keys: QueueKeys) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: QueueKeys, *, outage_seconds: float) -> None:
         self.redis = redis
         self.keys = keys
+        self.outage_seconds = outage_seconds
 
     async def publish(self, kind: PresenceKind, name: str, record: PresenceRecord) -> None:
-        """Write ``record`` (stamped now) with a TTL a little past its ``stale_after``."""
-        record = record.model_copy(update={"heartbeat": time.time()})
+        """Write ``record`` (stamped when it is written) with a TTL a little past its ``stale_after``."""
         ttl = max(record.stale_after, MIN_TTL_SECONDS)
-        try:
-            await self.redis.set(self.keys.presence(kind, name), record.model_dump_json(), px=int(ttl * 1000))
-        except RedisError as e:
-            raise QueueError(f"could not publish a heartbeat: {e}") from e
+        key = self.keys.presence(kind, name)
+
+        async def write() -> None:
+            stamped = record.model_copy(update={"heartbeat": time.time()})
+            await self.redis.set(key, stamped.model_dump_json(), px=int(ttl * 1000))
+
+        await ride_out(write, window=self.outage_seconds, what="publish a heartbeat")
 
     async def remove(self, kind: PresenceKind, name: str) -> None:
         """Remove a record (clean shutdown)."""
-        try:
-            await self.redis.delete(self.keys.presence(kind, name))
-        except RedisError as e:
-            raise QueueError(f"could not remove a heartbeat: {e}") from e
+        key = self.keys.presence(kind, name)
+        await ride_out(lambda: self.redis.delete(key), window=self.outage_seconds, what="remove a heartbeat")
 
     async def _raw(self, kind: PresenceKind) -> list[str]:
-        try:
-            keys = sorted([key async for key in self.redis.scan_iter(match=self.keys.presence(kind, "*"), count=200)])
+        async def read() -> list[str]:
+            pattern = self.keys.presence(kind, "*")
+            keys = sorted([key async for key in self.redis.scan_iter(match=pattern, count=200)])
             values = await self.redis.mget(keys) if keys else []
-        except RedisError as e:
-            raise QueueError(f"could not read heartbeats: {e}") from e
-        return [str(v) for v in values if v]
+            return [str(v) for v in values if v]
+
+        return await ride_out(read, window=self.outage_seconds, what="read heartbeats")
 
     async def workers(self) -> list[WorkerRecord]:
         """Every worker record that has not expired (stale ones included)."""
