@@ -155,7 +155,12 @@ class Worker:
         finally:
             stopping.cancel()
         if not claim.done():
-            claim.cancel()  # entries it had taken stay pending and are taken over by another worker
+            # A claim that is only blocking ends within its block time: let it, so the jobs it has already started
+            # are drained and handed back in their place. Only a claim that hangs (Redis frozen) is abandoned; the
+            # entries it had taken stay pending and are taken over by another worker.
+            await asyncio.wait({claim}, timeout=STOP_GRACE_SECONDS)
+        if not claim.done():
+            claim.cancel()
             await asyncio.wait({claim}, timeout=STOP_GRACE_SECONDS)
             return []
         return claim.result()
