@@ -99,7 +99,9 @@ class WorkerSettings(BaseModel):
 
     name: str | None = Field(None, description="unique per worker; default host-pid")
     capacity: int | None = Field(None, ge=1, description="jobs held at once; default the engine's batch size")
-    coalesce_ms: int = Field(50, ge=0, description="deltas are published at most this often")
+    coalesce_ms: int = Field(
+        200, ge=0, description="answer text is published at most this often (an answer's first text at once)"
+    )
     drain_seconds: float = Field(30.0, ge=0, description="on SIGTERM, finish running jobs for this long")
 
 

@@ -14,7 +14,8 @@ from komt_bot.engine.base import EngineInfo, EngineStats, GenerationRequest, Gen
 
 
 class ScriptedEngine:
-    """Answers every prompt with ``answer(prompt)``, ``piece_chars`` characters every ``delay`` seconds."""
+    """Answers every prompt with ``answer(prompt)``, ``piece_chars`` characters every ``delay`` seconds (with a
+    ``gate``, the second piece waits until it is set)."""
 
     def __init__(
         self,
@@ -24,11 +25,13 @@ class ScriptedEngine:
         delay: float = 0.01,
         capacity: int = 4,
         fail_with: str | None = None,
+        gate: asyncio.Event | None = None,
     ) -> None:
         self._answer = answer if callable(answer) else (lambda _prompt, text=answer: text)
         self.piece_chars = piece_chars
         self.delay = delay
         self.fail_with = fail_with
+        self.gate = gate  # when given, every answer waits for it after its first piece
         self.prompts: list[str] = []
         self.cancelled: list[str] = []
         self._info = EngineInfo("scripted", None, "cpu", "none", capacity, "scripted")
@@ -55,6 +58,8 @@ class ScriptedEngine:
                 if self.fail_with:
                     raise RuntimeError(self.fail_with)
                 piece = text[start : start + self.piece_chars]
+                if sent == 1 and self.gate is not None:
+                    await self.gate.wait()
                 sent += 1
                 yield GenerationUpdate(
                     request.request_id, piece, prompt_tokens=len(request.prompt), completion_tokens=sent

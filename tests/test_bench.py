@@ -134,6 +134,14 @@ def test_bench_json_reports_all_three_paths(tiny_model_dir: Path, prefix: str) -
     assert next(r for r in report["results"] if r["path"] == "engine")["batch_size_max"] > 1
     assert set(report["ratios"]) == {"engine/sequential@3", "queue/sequential@3", "queue/engine@3"}
     assert report["machine"]["cores"] and report["model"]["device"] == "cpu"
+    # (b) and (c) took turns; each pair's ratio is kept, and who used the CPU and Redis in each.
+    assert report["ratio_runs"] == {"queue/engine@3": [report["ratios"]["queue/engine@3"]]}
+    engine, queue = report["results"][1], report["results"][2]
+    assert set(engine["cpu_seconds"]) == {"event loop", "generation"}
+    assert set(queue["cpu_seconds"]) == {"worker event loop", "worker generation", "clients", "redis"}
+    assert queue["cpu_seconds"]["worker generation"] > 0
+    assert queue["redis_calls"]["evalsha"] >= 3 * 3  # at least each job's submit, start and finish
+    assert queue["redis_commands_per_token"] > 0
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from komt_bot.engine.batching import BatchingEngine
 from komt_bot.engine.loading import LoadedModel, load_model
 from komt_bot.engine.policy import kv_block_bytes, kv_cache_blocks
 from komt_bot.settings import GenerationSettings, ModelSettings
+from komt_bot.worker.warmup import warm_up, warm_up_width
 from tests.model_fixtures import collect, greedy_reference, joined, stop_across_tokens
 
 PROMPTS = [
@@ -107,6 +108,15 @@ async def test_greedy_answers_match_the_model_cards_generate_and_share_batches(
         assert updates[-1].finish_reason == "length"
     assert max(engine.stats.batch_sizes) > 1
     assert engine.stats.generated_tokens == 4 * GREEDY.max_new_tokens
+    assert engine.in_flight == 0
+
+
+async def test_the_warm_up_runs_a_full_batch_and_leaves_the_engine_empty(engine: BatchingEngine) -> None:
+    """A worker warms up with as many short answers as it will batch, so its first burst is not the slow one."""
+    assert warm_up_width(engine) == engine.capacity == 4
+    await warm_up(engine, engine.model_settings.max_prompt_tokens)
+    assert max(engine.stats.batch_sizes) == 4
+    assert engine.stats.generated_tokens > 0
     assert engine.in_flight == 0
 
 

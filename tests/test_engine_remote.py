@@ -121,6 +121,8 @@ async def test_an_answer_streams_from_the_server_through_the_queue(
     queue: JobQueue, settings: Settings, engine: OpenAIEngine, openai_server: ServerProcess, tiny_model_dir: Path
 ) -> None:
     config = remote(settings, openai_server.base_url, tiny_model_dir)
+    # The tiny server writes 24 tokens faster than the default 200 ms tick: publish often enough to see them stream.
+    config = config.model_copy(update={"worker": config.worker.model_copy(update={"coalesce_ms": 5})})
     async with running_worker(queue, engine, config):
         sub = await queue.submit(question())
         events = await collect_events(queue, sub.job_id, timeout=40)

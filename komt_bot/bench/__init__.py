@@ -24,15 +24,17 @@ from komt_bot.bench.measure import (
     median_run,
     summarize,
 )
+from komt_bot.bench.queuepath import QueueWorker
 from komt_bot.bench.report import render
 from komt_bot.bench.requests import BenchRequest, load_questions, make_requests
-from komt_bot.bench.runners import run_engine, run_queue_path, run_sequential
+from komt_bot.bench.runners import run_engine, run_sequential
 
 __all__ = [
     "BenchReport",
     "BenchRequest",
     "PathResult",
     "PeakMemory",
+    "QueueWorker",
     "RequestTiming",
     "bench_command",
     "compute_ratios",
@@ -44,7 +46,6 @@ __all__ = [
     "resolve_model",
     "run_benchmark",
     "run_engine",
-    "run_queue_path",
     "run_sequential",
     "settings_environment",
     "summarize",

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import statistics
 import threading
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from komt_bot.bench.measure import BenchReport, PathResult, compute_ratios, machine_info, median_run, summarize
+from komt_bot.bench.measure import BenchReport, PathResult, compute_ratios, machine_info, median_run
+from komt_bot.bench.queuepath import QueueWorker
 from komt_bot.bench.remote import remote_row, remote_settings, server_row
 from komt_bot.bench.report import render
 from komt_bot.bench.requests import BenchRequest, make_requests
-from komt_bot.bench.runners import engine_row, run_engine, run_queue_path, run_sequential, sequential_row
+from komt_bot.bench.runners import engine_row, run_sequential, sequential_row
 from komt_bot.engine.base import SamplingParams
 from komt_bot.settings import GenerationSettings, ModelSettings, Settings, load_settings
+from komt_bot.worker.warmup import warm_up
 
 T = TypeVar("T")
 DEFAULT_BENCH_DIR = Path(".bench")
@@ -127,6 +131,7 @@ class _BenchRun:
     sequential_requests: int | None
     repeat: int
     progress: Callable[[str], None]
+    ratio_runs: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def warm_up(self) -> tuple[list[BenchRequest], SamplingParams]:
@@ -164,8 +169,39 @@ class _BenchRun:
 
         return run_in_own_thread(rows)
 
-    async def engine(self, loaded: Any) -> list[PathResult]:
-        """(b); the engine is closed afterwards so its thread does not compete with (c)'s worker process."""
+    async def batched(self, loaded: Any | None, *, queue: bool) -> list[PathResult]:
+        """(b) on ``loaded`` (when given) and (c) (when ``queue``) at each concurrency.
+
+        When both run, their repetitions take turns (b, c, b, c, ...) with the engine and the worker process both
+        kept warm, so each pair sees the machine in the same state; ``ratio_runs`` keeps each pair's (c)/(b).
+        """
+        results = []
+        for c, batch in self.batches.items():
+            async with contextlib.AsyncExitStack() as stack:
+                engine = await stack.enter_async_context(self._engine(loaded)) if loaded is not None else None
+                worker = await stack.enter_async_context(QueueWorker(self.settings, self.model, c)) if queue else None
+                engine_rows: list[PathResult] = []
+                queue_rows: list[PathResult] = []
+                for _ in range(self.repeat):
+                    if engine is not None:
+                        engine_rows.append(await engine_row(engine, batch, self.sampling, c, self.progress))
+                    if worker is not None:
+                        self.progress(f"(c) queue + worker process, {len(batch)} requests at concurrency {c}")
+                        queue_rows.append(await worker.row("queue", batch, self.sampling))
+            if engine_rows and queue_rows:
+                pairs = zip(engine_rows, queue_rows, strict=True)
+                ratios = [
+                    round(q.tokens_per_second / e.tokens_per_second, 2) if e.tokens_per_second else 0.0
+                    for e, q in pairs
+                ]
+                self.ratio_runs[f"queue/engine@{c}"] = ratios
+            results += [median_run(rows) for rows in (engine_rows, queue_rows) if rows]
+        return results
+
+    @contextlib.asynccontextmanager
+    async def _engine(self, loaded: Any) -> AsyncIterator[Any]:
+        """(b)'s engine, warmed up as a worker warms up its own; closed afterwards, so its thread competes with
+        nothing that runs later."""
         from komt_bot.engine.batching import BatchingEngine
 
         s = self.sampling
@@ -174,26 +210,10 @@ class _BenchRun:
         )
         engine = BatchingEngine(loaded, self.model, generation)
         try:
-            await run_engine(engine, *self.warm_up)
-            results = []
-            for c, batch in self.batches.items():
-                rows = [await engine_row(engine, batch, s, c, self.progress) for _ in range(self.repeat)]
-                results.append(median_run(rows))
-            return results
+            await warm_up(engine, self.model.max_prompt_tokens)
+            yield engine
         finally:
             await engine.close()
-
-    async def queue(self) -> list[PathResult]:
-        """(c), with a worker process of its own per concurrency level and repetition."""
-        results = []
-        for c, batch in self.batches.items():
-            self.progress(f"(c) queue + worker process, {len(batch)} requests at concurrency {c}")
-            rows = []
-            for _ in range(self.repeat):
-                timings, peak, seconds = await run_queue_path(self.settings, self.model, batch, self.sampling, c)
-                rows.append(summarize("queue", c, timings, seconds, peak))
-            results.append(median_run(rows))
-        return results
 
 
 async def _run_all(
@@ -231,16 +251,23 @@ async def _run_all(
         # The model card's way first: the batching engine may change the model's attention setup.
         if "sequential" in paths:
             report.results += run.sequential(loaded)
+        # On a GPU the worker process's copy of the model and its KV cache must not share memory with this one's.
+        in_turn = "queue" in paths and loaded.plan.device != "cuda"
         if "engine" in paths:
-            report.results += await run.engine(loaded)
+            report.results += await run.batched(loaded, queue=in_turn)
         del loaded
-    if "queue" in paths:
-        report.results += await run.queue()
+    else:
+        in_turn = False
+    if "queue" in paths and not in_turn:
+        report.results += await run.batched(None, queue=True)
     for path in ("server", "remote"):
         if path in paths:
             report.model |= {"openai_url": settings.openai.base_url, "served_model": settings.openai.model}
             report.results += await run.remote(path)
     report.ratios = compute_ratios(report.results)
+    report.ratio_runs = run.ratio_runs
+    for name, runs in run.ratio_runs.items():  # pairs measured side by side: the median pair, not two medians
+        report.ratios[name] = statistics.median(runs)
     return report
 
 

@@ -41,6 +41,9 @@ class PathResult:
     peak_gpu_mb: float | None = None
     batch_size_max: int | None = None
     note: str = ""
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # who used the CPU during the run (bench.usage)
+    redis_calls: dict[str, int] = field(default_factory=dict)  # commands Redis ran, scripts' own included
+    redis_commands_per_token: float | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +55,7 @@ class BenchReport:
     options: dict[str, Any]
     results: list[PathResult] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
+    ratio_runs: dict[str, list[float]] = field(default_factory=dict)  # per repetition, where two paths took turns
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 
 from komt_bot.bench.measure import PathResult, PeakMemory, RequestTiming, summarize, timed
+from komt_bot.bench.queuepath import QueueWorker
 from komt_bot.bench.requests import BenchRequest
-from komt_bot.bench.runners import run_queue_path
 from komt_bot.engine.base import Engine, GenerationRequest, SamplingParams
 from komt_bot.errors import EngineError
 from komt_bot.settings import ModelSettings, Settings
@@ -93,5 +93,5 @@ async def remote_row(
     """(d) ``remote``: the whole komt-bot path, a worker process with the openai engine, against the server."""
     progress(f"(d) queue + openai worker process, {len(batch)} requests at concurrency {concurrency}")
     config = settings.model_copy(update={"openai": settings.openai.model_copy(update={"max_concurrency": concurrency})})
-    timings, peak, seconds = await run_queue_path(config, model, batch, sampling, concurrency)
-    return summarize("remote", concurrency, timings, seconds, peak)
+    async with QueueWorker(config, model, concurrency) as worker:
+        return await worker.row("remote", batch, sampling)

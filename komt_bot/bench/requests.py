@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
 
+from komt_bot.eval.questions import load_questions as load_eval_questions
 from komt_bot.prompt import render_turn
 
 
@@ -24,8 +23,7 @@ class BenchRequest:
 
 def load_questions() -> list[str]:
     """The 37 Korean questions of komt's own evaluation (mixed lengths)."""
-    text = resources.files("komt_bot.data").joinpath("eval_questions.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line)["instruction"] for line in text.splitlines() if line.strip()]
+    return [question.instruction for question in load_eval_questions()]
 
 
 def make_requests(count: int, *, stagger: float) -> list[BenchRequest]:

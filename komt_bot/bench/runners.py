@@ -1,21 +1,17 @@
-"""The three paths, each run once over a batch of requests: (a) sequential, (b) engine, (c) queue + worker."""
+"""Paths (a) sequential and (b) engine, each run once over a batch of requests ((c) is :mod:`.queuepath`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-import sys
+import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from komt_bot.bench.environment import worker_environment
 from komt_bot.bench.measure import PathResult, PeakMemory, RequestTiming, gpu_peak_reset, summarize, timed
 from komt_bot.bench.requests import BenchRequest
+from komt_bot.bench.usage import engine_cpu, process_cpu
 from komt_bot.engine.base import Engine, GenerationRequest, SamplingParams
-from komt_bot.settings import ModelSettings, Settings
 
 # -- (a) the model card's way ----------------------------------------------------------------------------------
 
@@ -120,86 +116,11 @@ async def engine_row(
     progress(f"(b) engine, {len(batch)} requests at concurrency {concurrency}")
     engine.stats.batch_sizes.clear()
     gpu_peak = gpu_peak_reset()
+    cpu_before = process_cpu(os.getpid())
     with PeakMemory() as memory, timed() as took:
         timings = await run_engine(engine, batch, sampling)
     row = summarize("engine", concurrency, timings, took[0], memory.peak)
+    row.cpu_seconds = engine_cpu(cpu_before, process_cpu(os.getpid()))
     row.peak_gpu_mb = gpu_peak()
     row.batch_size_max = max(engine.stats.batch_sizes, default=None)
     return row
-
-
-# -- (c) the whole path -----------------------------------------------------------------------------------------
-
-
-async def run_queue_path(
-    settings: Settings,
-    model: ModelSettings,
-    requests: list[BenchRequest],
-    sampling: SamplingParams,
-    capacity: int,
-) -> tuple[list[RequestTiming], float, float]:
-    """Start a worker process, submit every request through Redis, read the answers back.
-
-    Returns (timings, the worker's peak memory, seconds from the first arrival to the last answer); the worker's
-    start-up (model loading) is not counted.
-    """
-    from komt_bot.queue import JobQueue, connect
-
-    prefix = f"komt-bench-{uuid.uuid4().hex[:8]}"
-    queue_settings = settings.queue.model_copy(update={"prefix": prefix, "max_backlog": max(1000, len(requests))})
-    client = connect(settings)
-    queue = JobQueue(client, queue_settings)
-    worker = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; the bench owns the loop
-        [sys.executable, "-m", "komt_bot", "worker", "--name", f"{prefix}-worker"],
-        env=worker_environment(settings, model, prefix, capacity),
-    )
-    try:
-        await _wait_for_worker(queue, worker)
-        with PeakMemory(worker.pid) as memory:
-            start = time.perf_counter()
-            asks = (_ask_through_queue(queue, r, start + r.arrival, sampling.max_new_tokens) for r in requests)
-            timings = list(await asyncio.gather(*asks))
-            seconds = time.perf_counter() - start
-        return timings, memory.peak, seconds
-    finally:
-        worker.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.wait(30)
-        worker.kill()
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
-async def _ask_through_queue(queue: Any, request: BenchRequest, arrival: float, max_new_tokens: int) -> RequestTiming:
-    """Submit one question at its arrival time (perf_counter) and read its answer back, as an adapter does."""
-    from komt_bot.jobs import JobRequest, Origin, Turn
-
-    await asyncio.sleep(max(0.0, arrival - time.perf_counter()))
-    job = JobRequest(
-        conversation=[Turn(role="user", text=request.question)],
-        origin=Origin(platform="bench"),
-        max_new_tokens=max_new_tokens,
-    )
-    submission = await queue.submit(job)
-    timing = RequestTiming()
-    async for event in queue.events(submission.job_id, block_seconds=5):
-        if event is None:
-            continue
-        if event.type == "delta" and timing.ttft is None:
-            timing.ttft = time.perf_counter() - arrival
-        if event.terminal and event.usage:
-            timing.tokens = event.usage.get("completion_tokens", 0)
-    timing.e2e = time.perf_counter() - arrival
-    return timing
-
-
-async def _wait_for_worker(queue: Any, worker: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await queue.presence.workers():
-        if worker.poll() is not None:
-            raise RuntimeError(f"the benchmark worker exited with code {worker.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError("the benchmark worker did not start in time")
-        await asyncio.sleep(0.2)

@@ -11,15 +11,15 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from komt_bot.cli.preflight import check_default_model
-from komt_bot.engine.base import CheckedEngine, Engine, GenerationRequest, SamplingParams
+from komt_bot.engine.base import CheckedEngine, Engine
 from komt_bot.errors import ConfigError
 from komt_bot.metrics import Metrics, process_metrics
-from komt_bot.prompt import render_turn
 from komt_bot.queue import JobQueue, open_queue
 from komt_bot.queue.embedded import serve_redis
 from komt_bot.settings import Settings
 from komt_bot.worker import Worker, default_worker_name
 from komt_bot.worker.metrics import MetricsHooks, sampling
+from komt_bot.worker.warmup import warm_up
 
 if TYPE_CHECKING:
     from adapters.console import Interrupts
@@ -57,7 +57,7 @@ def adapter_serve(name: str) -> AdapterServe:
 
 
 async def load_warm_engine(settings: Settings) -> Engine:
-    """Load the configured engine (in a thread) and run one short answer, so the first question is not slow."""
+    """Load the configured engine (in a thread) and warm it up (:mod:`komt_bot.worker.warmup`)."""
     from komt_bot.engine import load_engine
 
     engine = await in_daemon_thread(lambda: load_engine(settings.model, settings.generation, settings.openai))
@@ -66,9 +66,7 @@ async def load_warm_engine(settings: Settings) -> Engine:
         if problem:
             log.warning("%s; serving anyway: answers fail until it answers", problem)
             return engine
-    warm_up = GenerationRequest("warm-up", render_turn("안녕하세요"), SamplingParams(max_new_tokens=2))
-    async for _update in engine.generate(warm_up):
-        pass
+    await warm_up(engine, settings.model.max_prompt_tokens)
     return engine
 
 

@@ -113,7 +113,7 @@ class JobRunner:
                 text = clean_answer(update.text)  # the one place, before any reader or sink sees it
                 if text:
                     run.text.pending += text
-                    self.publisher.wake()
+                    self.publisher.wake(first=run.text.seq == 0)
                 if update.finished:
                     return update.finish_reason or "stop"
                 if run.cancel_requested.is_set():

@@ -1,7 +1,8 @@
 """The worker's publisher: every coalescing tick, all running jobs' new text goes out in one fenced call.
 
 Jobs never wait on Redis to keep generating: each appends its text to its :class:`JobText`, and the publisher
-sends what piled up, one script call per tick for all of them. During a Redis outage the call is retried while the
+sends what piled up, one script call per tick for all of them. An answer's first text cuts the wait short, so the
+interval adds nothing to the time to first token. During a Redis outage the call is retried while the
 text keeps piling up, so nothing is dropped; a job the worker turns out to have lost (another worker took it
 over) is told at once through ``lost``.
 """
@@ -9,6 +10,7 @@ over) is told at once through ``lost``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -58,12 +60,15 @@ class Publisher:
         self._jobs = jobs
         self._on_first_text = on_first_text
         self._due = asyncio.Event()
+        self._first_text = asyncio.Event()
         self.lock = asyncio.Lock()  # one write at a time, so a job's end never overtakes its text
         self.calls = 0  # publish calls made, for benchmarks
 
-    def wake(self) -> None:
-        """New text is pending."""
+    def wake(self, *, first: bool = False) -> None:
+        """New text is pending; ``first``: an answer's first, which goes out without waiting for the tick."""
         self._due.set()
+        if first:
+            self._first_text.set()
 
     async def run(self) -> None:
         """Publish until cancelled."""
@@ -71,9 +76,12 @@ class Publisher:
         while True:
             await self._due.wait()
             wait = last + self.interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if wait > 0 and not self._first_text.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._first_text.wait()
             self._due.clear()
+            self._first_text.clear()
             last = time.monotonic()
             await self.publish_pending()
 

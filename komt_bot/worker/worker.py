@@ -34,7 +34,7 @@ from komt_bot.worker.publisher import JobText, Publisher
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("komt_bot.jobs")
 
-CANCEL_POLL_SECONDS = 0.1
+CANCEL_POLL_SECONDS = 0.2  # a stop button's wait; a chat reply is edited about once a second anyway
 IDLE_CLAIM_BLOCK_SECONDS = 1.0
 STALE_HEARTBEATS = 3  # the worker promises a fresh presence record at least this many heartbeats apart
 STOP_GRACE_SECONDS = 3.0  # after the drain, background loops and hand-backs get this long, then the worker exits

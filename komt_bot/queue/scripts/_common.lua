@@ -6,9 +6,11 @@ local GROUP = 'workers'
 local RECENT_WINDOW = 3600
 
 -- A worker's fencing check: it may write for the job only while the job runs the attempt it started.
-local function owns(attempt, job_key)
-  job_key = job_key or KEYS[1]
-  return redis.call('HGET', job_key, 'state') == 'running' and redis.call('HGET', job_key, 'attempt') == attempt
+-- One HMGET of state, attempt and any further fields named, which come back after the verdict: the hot path
+-- (publish.lua) reads its 'published' counter in the same command.
+local function owns(attempt, job_key, ...)
+  local fields = redis.call('HMGET', job_key or KEYS[1], 'state', 'attempt', ...)
+  return fields[1] == 'running' and fields[2] == attempt, fields[3], fields[4]
 end
 
 -- An end the same attempt already wrote (a retry after a reply was lost on the way back).

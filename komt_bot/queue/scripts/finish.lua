@@ -4,8 +4,9 @@
 --       9 sequence number of the last text, 10 that text ('' for none)
 -- Returns "ok" or "lost" (the worker no longer owns the attempt: it wrote nothing).
 if already_ended(ARGV[8]) then return 'ok' end
-if not owns(ARGV[8]) then return 'lost' end
-if ARGV[10] ~= '' and tonumber(ARGV[9]) > tonumber(redis.call('HGET', KEYS[1], 'published') or '0') then
+local owned, published = owns(ARGV[8], KEYS[1], 'published')
+if not owned then return 'lost' end
+if ARGV[10] ~= '' and tonumber(ARGV[9]) > tonumber(published or '0') then
   redis.call('HSET', KEYS[1], 'published', ARGV[9], 'progress', ARGV[8])
   redis.call('XADD', KEYS[2], '*', 'type', 'delta', 'data', cjson.encode({text = ARGV[10]}))
 end

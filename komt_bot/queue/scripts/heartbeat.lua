@@ -5,7 +5,8 @@
 local lost = {}
 for i = 2, #KEYS do
   local entry, attempt = ARGV[2 * (i - 1)], ARGV[2 * (i - 1) + 1]
-  if owns(attempt, KEYS[i]) and redis.call('HGET', KEYS[i], 'worker') == ARGV[1] then
+  local owned, worker = owns(attempt, KEYS[i], 'worker')
+  if owned and worker == ARGV[1] then
     redis.call('XCLAIM', KEYS[1], 'workers', ARGV[1], 0, entry, 'JUSTID')
   else
     lost[#lost + 1] = i - 1
