@@ -139,7 +139,6 @@ def test_bench_json_reports_all_three_paths(tiny_model_dir: Path, prefix: str) -
     engine, queue = report["results"][1], report["results"][2]
     assert set(engine["cpu_seconds"]) == {"event loop", "generation"}
     assert set(queue["cpu_seconds"]) == {"worker event loop", "worker generation", "clients", "redis"}
-    assert queue["cpu_seconds"]["worker generation"] > 0
     assert queue["redis_calls"]["evalsha"] >= 3 * 3  # at least each job's submit, start and finish
     assert queue["redis_commands_per_token"] > 0
 

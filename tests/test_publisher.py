@@ -29,9 +29,10 @@ async def queue(redis_client: aioredis.Redis, settings: Settings) -> AsyncIterat
 
 
 async def next_event(events: AsyncIterator[Event | None]) -> Event:
-    async for event in events:
-        if event is not None and event.type != "start":
-            return event
+    async with asyncio.timeout(30):  # the tick it must not wait for is ten minutes
+        async for event in events:
+            if event is not None and event.type != "start":
+                return event
     raise AssertionError("the job's events ended")
 
 

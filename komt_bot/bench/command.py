@@ -190,11 +190,9 @@ class _BenchRun:
                         queue_rows.append(await worker.row("queue", batch, self.sampling))
             if engine_rows and queue_rows:
                 pairs = zip(engine_rows, queue_rows, strict=True)
-                ratios = [
-                    round(q.tokens_per_second / e.tokens_per_second, 2) if e.tokens_per_second else 0.0
-                    for e, q in pairs
-                ]
-                self.ratio_runs[f"queue/engine@{c}"] = ratios
+                ratios = [round(q.tokens_per_second / e.tokens_per_second, 2) for e, q in pairs if e.tokens_per_second]
+                if ratios:
+                    self.ratio_runs[f"queue/engine@{c}"] = ratios
             results += [median_run(rows) for rows in (engine_rows, queue_rows) if rows]
         return results
 
@@ -267,7 +265,7 @@ async def _run_all(
     report.ratios = compute_ratios(report.results)
     report.ratio_runs = run.ratio_runs
     for name, runs in run.ratio_runs.items():  # pairs measured side by side: the median pair, not two medians
-        report.ratios[name] = statistics.median(runs)
+        report.ratios[name] = statistics.median_low(runs)
     return report
 
 

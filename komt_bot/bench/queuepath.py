@@ -19,7 +19,9 @@ import sys
 import time
 import uuid
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
 
 from komt_bot.bench.environment import worker_environment
 from komt_bot.bench.measure import PathResult, PeakMemory, RequestTiming, summarize
@@ -28,6 +30,11 @@ from komt_bot.bench.usage import QueueUsage, queue_snapshot
 from komt_bot.engine.base import SamplingParams
 from komt_bot.settings import ModelSettings, Settings
 from komt_bot.worker.warmup import WARM_UP_TOKENS
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from komt_bot.queue import JobQueue
 
 WORKER_START_SECONDS = 600.0
 WORKER_STOP_SECONDS = 30.0
@@ -41,21 +48,21 @@ class QueueWorker:
         self.model = model
         self.capacity = capacity
         self.prefix = f"komt-bench-{uuid.uuid4().hex[:8]}"
-        self._client: Any = None
-        self._queue: Any = None
+        self._client: Redis | None = None
+        self._queue: JobQueue | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> QueueWorker:
         from komt_bot.queue import JobQueue, connect
 
         self._client = connect(self.settings)
-        queue_settings = self.settings.queue.model_copy(update={"prefix": self.prefix, "max_backlog": 100_000})
-        self._queue = JobQueue(self._client, queue_settings)
-        self._process = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; the bench owns the loop
-            [sys.executable, "-m", "komt_bot", "worker", "--name", f"{self.prefix}-worker"],
-            env=worker_environment(self.settings, self.model, self.prefix, self.capacity),
-        )
         try:
+            queue_settings = self.settings.queue.model_copy(update={"prefix": self.prefix, "max_backlog": 100_000})
+            self._queue = JobQueue(self._client, queue_settings)
+            self._process = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; the bench owns the loop
+                [sys.executable, "-m", "komt_bot", "worker", "--name", f"{self.prefix}-worker"],
+                env=worker_environment(self.settings, self.model, self.prefix, self.capacity),
+            )
             await self._wait_until_serving()
             await self._warm_up()
         except BaseException:
@@ -66,27 +73,40 @@ class QueueWorker:
     async def __aexit__(
         self, _type: type[BaseException] | None, _error: BaseException | None, _tb: TracebackType | None
     ) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(self._process.wait, WORKER_STOP_SECONDS)
-            self._process.kill()
-        if self._client is not None:
-            keys = [key async for key in self._client.scan_iter(match=f"{self.prefix}:*", count=1000)]
-            if keys:
-                await self._client.delete(*keys)
-            await self._client.aclose()
+        try:
+            if self._process is not None:
+                try:
+                    self._process.terminate()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        await asyncio.to_thread(self._process.wait, WORKER_STOP_SECONDS)
+                finally:
+                    self._process.kill()  # also when the wait above was cancelled (Ctrl-C)
+        finally:
+            if self._client is not None:
+                try:
+                    with contextlib.suppress(RedisError):  # Redis gone: nothing more to clean up
+                        keys = [key async for key in self._client.scan_iter(match=f"{self.prefix}:*", count=1000)]
+                        if keys:
+                            await self._client.delete(*keys)
+                finally:
+                    await self._client.aclose()
+
+    @property
+    def _started(self) -> tuple[Redis, JobQueue, subprocess.Popen[bytes]]:
+        if self._client is None or self._queue is None or self._process is None:
+            raise RuntimeError("QueueWorker is used outside its `async with`")
+        return self._client, self._queue, self._process
 
     async def row(self, path: str, batch: list[BenchRequest], sampling: SamplingParams) -> PathResult:
         """Every request of ``batch`` through the queue at its arrival time; the measured row."""
-        assert self._process is not None
-        before = await queue_snapshot(self._process.pid, self._client)
-        with PeakMemory(self._process.pid) as memory:
+        client, _queue, process = self._started
+        before = await queue_snapshot(process.pid, client)
+        with PeakMemory(process.pid) as memory:
             start = time.perf_counter()
             asks = (self._ask(r, start + r.arrival, sampling.max_new_tokens) for r in batch)
             timings = list(await asyncio.gather(*asks))
             seconds = time.perf_counter() - start
-        usage = QueueUsage.between(before, await queue_snapshot(self._process.pid, self._client))
+        usage = QueueUsage.between(before, await queue_snapshot(process.pid, client))
         result = summarize(path, self.capacity, timings, seconds, memory.peak)
         result.cpu_seconds = usage.cpu_seconds
         result.redis_calls = usage.redis_calls
@@ -104,10 +124,13 @@ class QueueWorker:
             origin=Origin(platform="bench"),
             max_new_tokens=max_new_tokens,
         )
-        submission = await self._queue.submit(job)
+        _client, queue, process = self._started
+        submission = await queue.submit(job)
         timing = RequestTiming()
-        async for event in self._queue.events(submission.job_id, block_seconds=5):
+        async for event in queue.events(submission.job_id, block_seconds=5):
             if event is None:
+                if process.poll() is not None:  # nobody will ever finish the job
+                    raise RuntimeError(f"the benchmark worker exited with code {process.returncode}")
                 continue
             if event.type == "delta" and timing.ttft is None:
                 timing.ttft = time.perf_counter() - arrival
@@ -123,11 +146,11 @@ class QueueWorker:
 
     async def _wait_until_serving(self) -> None:
         """Until the worker has published its presence record (it does so after loading and warming up)."""
-        assert self._process is not None
+        _client, queue, process = self._started
         deadline = time.monotonic() + WORKER_START_SECONDS
-        while not await self._queue.presence.workers():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the benchmark worker exited with code {self._process.returncode}")
+        while not await queue.presence.workers():
+            if process.poll() is not None:
+                raise RuntimeError(f"the benchmark worker exited with code {process.returncode}")
             if time.monotonic() > deadline:
                 raise RuntimeError("the benchmark worker did not start in time")
             await asyncio.sleep(0.2)

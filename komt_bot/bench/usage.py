@@ -1,8 +1,10 @@
 """Who used the machine during one benchmark run: CPU seconds per process and per part, and Redis's commands.
 
 A process's CPU is split into its main thread (the event loop: Redis I/O, decoding, publishing, the clients) and
-every other thread (the engine's generation thread and torch's own). Redis reports its own CPU and, per command,
-how many it ran (``INFO commandstats``; commands a script runs are counted too, one call of the script apart).
+every other thread (the engine's generation thread and torch's own); the split needs Linux's per-thread times
+(elsewhere everything counts as other threads). Redis reports its own CPU and, per command, how many it ran
+(``INFO commandstats``; commands a script runs are counted too, one call of the script apart). Both are
+server-wide: on a Redis that other clients use at the same time their commands are counted too.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from komt_bot.cli.preflight import check_default_model
 from komt_bot.engine.base import CheckedEngine, Engine
-from komt_bot.errors import ConfigError
+from komt_bot.errors import ConfigError, EngineError
 from komt_bot.metrics import Metrics, process_metrics
 from komt_bot.queue import JobQueue, open_queue
 from komt_bot.queue.embedded import serve_redis
@@ -66,7 +66,16 @@ async def load_warm_engine(settings: Settings) -> Engine:
         if problem:
             log.warning("%s; serving anyway: answers fail until it answers", problem)
             return engine
-    await warm_up(engine, settings.model.max_prompt_tokens)
+    try:
+        await warm_up(engine, settings.model.max_prompt_tokens)
+    except EngineError as e:
+        if not isinstance(engine, CheckedEngine):
+            await engine.close()
+            raise
+        log.warning("the model server failed the warm-up (%s); serving anyway", e)
+    except BaseException:
+        await engine.close()
+        raise
     return engine
 
 

@@ -11,13 +11,15 @@ full batch of one short prompt did not.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from komt_bot.engine.base import CheckedEngine, Engine, GenerationRequest, SamplingParams
 from komt_bot.eval.questions import load_questions
 from komt_bot.prompt import render_turn
 
+log = logging.getLogger(__name__)
+
 WARM_UP_TOKENS = 4
-SHORT_QUESTION = "안녕하세요"  # when no evaluation question fits the prompt budget
 
 
 def warm_up_width(engine: Engine) -> int:
@@ -26,21 +28,33 @@ def warm_up_width(engine: Engine) -> int:
 
 
 def warm_up_prompts(engine: Engine, count: int, max_prompt_tokens: int) -> list[str]:
-    """``count`` prompts of komt's evaluation questions in the model card's template, of those that fit."""
+    """``count`` prompts of komt's evaluation questions in the model card's template, of those that fit (none when
+    none fits)."""
     prompts = [render_turn(question.instruction) for question in load_questions()]
-    fitting = [p for p in prompts if engine.count_tokens(p) < max_prompt_tokens] or [render_turn(SHORT_QUESTION)]
-    return [fitting[i % len(fitting)] for i in range(count)]
+    fitting = [prompt for prompt in prompts if engine.count_tokens(prompt) < max_prompt_tokens]
+    return [fitting[i % len(fitting)] for i in range(count)] if fitting else []
 
 
 async def warm_up(
     engine: Engine, max_prompt_tokens: int, *, width: int | None = None, new_tokens: int = WARM_UP_TOKENS
 ) -> None:
-    """Generate ``width`` short answers at once (default :func:`warm_up_width`) and throw them away."""
+    """Generate ``width`` short answers at once (default :func:`warm_up_width`) and throw them away.
+
+    An answer that ends with an error is logged, not raised: the worker serves anyway, and each job says what
+    went wrong in its own thread.
+    """
     sampling = SamplingParams(max_new_tokens=new_tokens)
-    prompts = warm_up_prompts(engine, width or warm_up_width(engine), max_prompt_tokens)
+    prompts = warm_up_prompts(engine, warm_up_width(engine) if width is None else width, max_prompt_tokens)
+    if not prompts:
+        log.warning("no warm-up question fits in %d prompt tokens: serving without a warm-up", max_prompt_tokens)
+        return
 
-    async def one(index: int, prompt: str) -> None:
-        async for _update in engine.generate(GenerationRequest(f"warm-up-{index}", prompt, sampling)):
-            pass
+    async def one(index: int, prompt: str) -> str | None:
+        async for update in engine.generate(GenerationRequest(f"warm-up-{index}", prompt, sampling)):
+            if update.error:
+                return update.error
+        return None
 
-    await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
+    errors = [error for error in await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))) if error]
+    if errors:
+        log.warning("%d of %d warm-up answers failed: %s", len(errors), len(prompts), errors[0])

@@ -10,7 +10,7 @@ local RECENT_WINDOW = 3600
 -- (publish.lua) reads its 'published' counter in the same command.
 local function owns(attempt, job_key, ...)
   local fields = redis.call('HMGET', job_key or KEYS[1], 'state', 'attempt', ...)
-  return fields[1] == 'running' and fields[2] == attempt, fields[3], fields[4]
+  return fields[1] == 'running' and fields[2] == attempt, unpack(fields, 3)
 end
 
 -- An end the same attempt already wrote (a retry after a reply was lost on the way back).
