@@ -66,6 +66,10 @@ class EngineError(KomtError):
     """The model failed to load or to generate."""
 
 
+class EngineUnavailableError(EngineError):
+    """The model server could not be reached for as long as a question waits for it (nothing was generated)."""
+
+
 class EvalError(KomtError):
     """``komt-bot eval`` cannot go on (no worker, answers file for other questions, stopped)."""
 

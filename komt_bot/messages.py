@@ -62,6 +62,12 @@ TERMINAL_NO_WORKER = (
 )
 
 
+ENGINE_UNAVAILABLE = (
+    "🔌 모델 서버에 연결할 수 없습니다. 잠시 후 다시 물어봐 주세요 / "
+    "the model server cannot be reached: ask again later"
+)
+
+
 def queue_position(ahead: int) -> str:
     """Where a waiting job stands, for a surface that shows every change (the terminal)."""
     return f"⏳ 대기 중: {ahead + 1}번째 / waiting: number {ahead + 1} in the queue"
@@ -86,6 +92,8 @@ def failed(code: str | None, detail: str | None) -> str:
         return "📏 대화가 너무 길어 모델에 넣을 수 없습니다 / the conversation is too long for the model"
     if code == "empty_prompt":
         return EMPTY
+    if code == "engine_unavailable":
+        return ENGINE_UNAVAILABLE
     reason = f" ({detail[:200]})" if detail else ""
     return f"💥 답변 중 오류가 났습니다 / the answer failed{reason}"
 

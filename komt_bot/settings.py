@@ -87,6 +87,9 @@ class OpenAISettings(BaseModel):
     max_concurrency: int = Field(64, ge=1, description="requests one worker sends at once (the engine's capacity)")
     connect_timeout_seconds: float = Field(5.0, gt=0, description="a server that does not accept this fast is down")
     read_timeout_seconds: float = Field(60.0, gt=0, description="a stream silent this long is given up")
+    unavailable_seconds: float = Field(
+        120.0, ge=0, description="a question waits this long for a server that refuses connections (a restart)"
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -80,9 +80,9 @@ def wait_until_ready(server: ServerProcess, timeout: float = START_TIMEOUT_SECON
 
 
 @contextlib.contextmanager
-def transformers_server(model_dir: Path, work_dir: Path) -> Iterator[ServerProcess]:
-    """``transformers serve MODEL_DIR`` on 127.0.0.1 and a free port, ready; killed afterwards."""
-    port = free_port()
+def transformers_server(model_dir: Path, work_dir: Path, port: int | None = None) -> Iterator[ServerProcess]:
+    """``transformers serve MODEL_DIR`` on 127.0.0.1 and ``port`` (default a free one), ready; killed afterwards."""
+    port = port or free_port()
     log = work_dir / f"transformers-serve-{port}.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": "1"}
     command = [*_command(), str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]

@@ -61,7 +61,7 @@ async def load_warm_engine(settings: Settings) -> Engine:
     from komt_bot.engine import load_engine
 
     engine = await in_daemon_thread(lambda: load_engine(settings.model, settings.generation, settings.openai))
-    if isinstance(engine, CheckedEngine):  # a remote server: serve even while it is down (each job then fails fast)
+    if isinstance(engine, CheckedEngine):  # a remote server: serve even while it is down (jobs wait for it a while)
         problem = await engine.check()
         if problem:
             log.warning("%s; serving anyway: answers fail until it answers", problem)

@@ -7,15 +7,19 @@ accept), max_tokens and stop sequences. The server's text goes through the same 
 engines' (:class:`~komt_bot.engine.reply.TextReplyDecoder`), so the answer is the same whether or not the server
 enforced the stops. Closing the stream closes the HTTP response; vLLM and SGLang abort a request whose client left.
 
-Every failure (refused, timed out, an error status, a stream cut off) raises :class:`EngineError` with one readable
-line; the worker then fails the attempt and the queue retries it.
+Every failure (timed out, an error status, a stream cut off) raises :class:`EngineError` with one readable line; the
+worker then fails the attempt and the queue retries it. A server that refuses connections (restarting, not up yet)
+got nothing, so the request waits for it for up to ``openai.unavailable_seconds`` and then raises
+:class:`EngineUnavailableError`, which ends the job at once with that reason (retrying would only wait again).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +36,7 @@ from komt_bot.engine.base import (
 )
 from komt_bot.engine.reply import TextReplyDecoder
 from komt_bot.engine.tokencount import TokenCounter
-from komt_bot.errors import EngineError
+from komt_bot.errors import EngineError, EngineUnavailableError
 from komt_bot.settings import ModelSettings, OpenAISettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 # that names them, and not sent to that server again.
 OPTIONAL_FIELDS = ("top_k", "stream_options")
 CHECK_TIMEOUT_SECONDS = 5.0
+UNAVAILABLE_FIRST_DELAY_SECONDS = 0.2
+UNAVAILABLE_MAX_DELAY_SECONDS = 2.0
 ERROR_BODY_CHARS = 300
 
 
@@ -234,10 +240,23 @@ class OpenAIEngine:
             raise self._failure(f"answered HTTP {response.status_code}: {body}")
 
     async def _send(self, payload: dict[str, Any]) -> httpx.Response:
-        try:
-            return await self._client.send(self._client.build_request("POST", self.url, json=payload), stream=True)
-        except httpx.HTTPError as e:
-            raise self._failure(_describe(e, self.settings)) from e
+        """Send one request. A server that cannot be reached got nothing, so it is tried again with backoff for up
+        to ``unavailable_seconds`` (a vLLM restart reloads the model for a minute or two)."""
+        window = self.settings.unavailable_seconds
+        deadline = time.monotonic() + window
+        delay = UNAVAILABLE_FIRST_DELAY_SECONDS
+        while True:
+            try:
+                return await self._client.send(self._client.build_request("POST", self.url, json=payload), stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waited = f"; waited {window:g} s for it" if window else ""
+                    raise self._failure(_describe(e, self.settings) + waited, EngineUnavailableError) from e
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, UNAVAILABLE_MAX_DELAY_SECONDS)
+            except httpx.HTTPError as e:
+                raise self._failure(_describe(e, self.settings)) from e
 
     async def _read_body(self, response: httpx.Response) -> str:
         try:
@@ -284,8 +303,8 @@ class OpenAIEngine:
             chunk.stop_reason = choice.get("stop_reason")
         return chunk
 
-    def _failure(self, what: str) -> EngineError:
-        error = EngineError(f"the model server at {self.settings.base_url} {what}")
+    def _failure(self, what: str, kind: type[EngineError] = EngineError) -> EngineError:
+        error = kind(f"the model server at {self.settings.base_url} {what}")
         self.last_error = str(error)
         return error
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from komt_bot.engine.base import Engine, FinishReason, GenerationRequest, SamplingParams
-from komt_bot.errors import PromptError, PromptTooLongError, QueueError
+from komt_bot.errors import EngineUnavailableError, PromptError, PromptTooLongError, QueueError
 from komt_bot.jobs import ClaimedJob
 from komt_bot.prompt import build_prompt, clean_answer
 from komt_bot.queue import JobQueue
@@ -88,6 +88,9 @@ class JobRunner:
         except PromptError as e:
             code = "prompt_too_long" if isinstance(e, PromptTooLongError) else "empty_prompt"
             await self._fail(run, code, str(e), retryable=False)
+        except EngineUnavailableError as e:  # the engine already waited for its server: retrying would wait again
+            log.warning("job %s: %s", job.job_id, e)
+            await self._fail(run, "engine_unavailable", str(e), retryable=False)
         except QueueError as e:
             log.warning("job %s: lost the queue: %s (another worker will take it over)", job.job_id, e)
             self._ended(run, "lost", "job dropped", reason="Redis unreachable")

@@ -120,6 +120,7 @@ class Worker:
             log.info("worker %s stopped after %d jobs", self.name, self.jobs_done)
 
     async def _claim_loop(self, *, burst: bool) -> None:
+        down_since: float | None = None  # when claims began to fail: one warning an outage, not one a second
         while not self._stopping.is_set():
             free = self.capacity - len(self._runs)
             if free <= 0:
@@ -130,9 +131,14 @@ class Worker:
             try:
                 jobs = await self._claim_unless_stopping(free, block)
             except QueueError as e:
-                log.warning("worker %s: %s; retrying in 1 s", self.name, e)
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("worker %s: %s; retrying every second", self.name, e)
                 await self._sleep_unless_stopping(1.0)
                 continue
+            if down_since is not None:
+                log.info("worker %s: claiming again after %.0f s", self.name, time.monotonic() - down_since)
+                down_since = None
             for job in jobs:
                 self._start(job)
             if jobs:
