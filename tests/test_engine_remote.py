@@ -235,6 +235,27 @@ async def test_a_server_that_stays_down_fails_the_job_clearly_after_its_wait(
     assert time.monotonic() - started < 20
 
 
+async def test_a_question_waiting_for_its_server_can_be_stopped(
+    queue: JobQueue, settings: Settings, tiny_model_dir: Path
+) -> None:
+    config = remote(settings, f"http://127.0.0.1:{free_port()}/v1", tiny_model_dir, unavailable_seconds=90.0)
+    engine = engine_for(config)
+    try:
+        async with running_worker(queue, engine, config):
+            sub = await queue.submit(question())
+
+            async def waiting() -> bool:
+                return (await queue.job(sub.job_id)).state == "running"
+
+            await eventually(waiting)
+            assert await queue.cancel(sub.job_id) == "running"
+            events = await collect_events(queue, sub.job_id, timeout=20)  # well before the 90 s wait is over
+    finally:
+        await engine.close()
+    assert (events[-1].type, events[-1].finish_reason) == ("done", "cancelled")
+    assert (await queue.job(sub.job_id)).state == "cancelled"
+
+
 @pytest.mark.slow
 async def test_a_question_asked_while_the_server_restarts_is_answered_once_it_is_back(
     queue: JobQueue, settings: Settings, tiny_model_dir: Path, tmp_path: Path

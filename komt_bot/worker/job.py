@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from komt_bot.engine.base import Engine, FinishReason, GenerationRequest, SamplingParams
+from komt_bot.engine.base import Engine, FinishReason, GenerationRequest, GenerationUpdate, SamplingParams
 from komt_bot.errors import EngineUnavailableError, PromptError, PromptTooLongError, QueueError
 from komt_bot.jobs import ClaimedJob
 from komt_bot.prompt import build_prompt, clean_answer
@@ -107,7 +108,9 @@ class JobRunner:
         )
         stream = self.engine.generate(GenerationRequest(job.job_id, prompt, sampling_for(job, self.settings)))
         try:
-            async for update in stream:
+            updates = aiter(stream)
+            update = await _first_update(updates, run.cancel_requested)
+            while update is not None:
                 run.usage = {"prompt_tokens": update.prompt_tokens, "completion_tokens": update.completion_tokens}
                 if update.error:
                     raise RuntimeError(update.error)
@@ -121,9 +124,10 @@ class JobRunner:
                     return update.finish_reason or "stop"
                 if run.cancel_requested.is_set():
                     return "cancelled"
+                update = await anext(updates, None)
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-        return "length"
+        return "cancelled" if run.cancel_requested.is_set() else "length"
 
     async def _finish(self, run: JobRun, reason: FinishReason, started: float) -> None:
         state: Literal["done", "cancelled"] = "cancelled" if reason == "cancelled" else "done"
@@ -180,3 +184,19 @@ class JobRunner:
                 **extra,
             },
         )
+
+
+async def _first_update(updates: AsyncIterator[GenerationUpdate], stop: asyncio.Event) -> GenerationUpdate | None:
+    """The stream's first update; None when it is empty or ``stop`` is set first (the engine may be waiting for its
+    server to come back, and a stop button must not wait with it). Later updates are checked between tokens."""
+    first = asyncio.ensure_future(anext(updates, None))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({first, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not first.done():
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+    return None if first.cancelled() else first.result()
