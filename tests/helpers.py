@@ -29,6 +29,15 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0
         await asyncio.sleep(interval)
 
 
+async def until_running(queue: JobQueue, job_id: str) -> None:
+    """Wait until a worker has started the job."""
+
+    async def running() -> bool:
+        return (await queue.job(job_id)).state == "running"
+
+    await eventually(running)
+
+
 async def collect_events(queue: JobQueue, job_id: str, *, timeout: float = 30.0) -> list[Event]:
     """Every event of a job up to its terminal one."""
     events: list[Event] = []

@@ -35,7 +35,7 @@ from komt_bot.prompt import clean_answer, render_turn
 from komt_bot.queue import JobQueue
 from komt_bot.queue.inspect import QueueAdmin
 from komt_bot.settings import GenerationSettings, OpenAISettings, Settings
-from tests.helpers import collect_events, eventually, running_worker
+from tests.helpers import collect_events, eventually, running_worker, until_running
 from tests.model_fixtures import collect, joined, stop_across_tokens
 from tests.openai_server import ServerProcess, transformers_server
 from tests.private_redis import free_port
@@ -244,10 +244,7 @@ async def test_a_question_waiting_for_its_server_can_be_stopped(
         async with running_worker(queue, engine, config):
             sub = await queue.submit(question())
 
-            async def waiting() -> bool:
-                return (await queue.job(sub.job_id)).state == "running"
-
-            await eventually(waiting)
+            await until_running(queue, sub.job_id)
             assert await queue.cancel(sub.job_id) == "running"
             events = await collect_events(queue, sub.job_id, timeout=20)  # well before the 90 s wait is over
     finally:
@@ -268,10 +265,7 @@ async def test_a_question_asked_while_the_server_restarts_is_answered_once_it_is
         async with running_worker(queue, engine, config), contextlib.AsyncExitStack() as stack:
             sub = await queue.submit(question())
 
-            async def waiting() -> bool:
-                return (await queue.job(sub.job_id)).state == "running"
-
-            await eventually(waiting)
+            await until_running(queue, sub.job_id)
             server = transformers_server(tiny_model_dir / "base", tmp_path, port)
             await asyncio.to_thread(stack.enter_context, server)  # the worker keeps running while it starts
             events = await collect_events(queue, sub.job_id, timeout=60)

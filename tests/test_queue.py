@@ -18,7 +18,7 @@ from komt_bot.jobs import JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings, load_settings
 from tests.fake_engine import ScriptedEngine
-from tests.helpers import collect_events, eventually, running_worker
+from tests.helpers import collect_events, eventually, running_worker, until_running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,10 +81,7 @@ async def test_a_running_job_can_be_cancelled(queue: JobQueue, settings: Setting
     async with running_worker(queue, engine, settings):
         sub = await queue.submit(question())
 
-        async def started() -> bool:
-            return (await queue.job(sub.job_id)).state == "running"
-
-        await eventually(started)
+        await until_running(queue, sub.job_id)
         assert await queue.cancel(sub.job_id) == "running"
         events = await collect_events(queue, sub.job_id)
     assert events[-1].type == "done"
@@ -179,10 +176,7 @@ async def test_sigterm_drains_the_running_job(queue: JobQueue, prefix: str) -> N
     try:
         sub = await queue.submit(question())
 
-        async def running() -> bool:
-            return (await queue.job(sub.job_id)).state == "running"
-
-        await eventually(running)
+        await until_running(queue, sub.job_id)
         worker.send_signal(signal.SIGTERM)
         events = await collect_events(queue, sub.job_id)
         assert worker.wait(20) == 0
@@ -201,10 +195,7 @@ async def test_a_drain_deadline_hands_the_job_to_another_worker_first(
     try:
         sub = await queue.submit(question())
 
-        async def running() -> bool:
-            return (await queue.job(sub.job_id)).state == "running"
-
-        await eventually(running)
+        await until_running(queue, sub.job_id)
         later = await queue.submit(question("나중에 온 질문"))
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(20) == 0

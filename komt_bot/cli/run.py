@@ -64,7 +64,7 @@ async def load_warm_engine(settings: Settings) -> Engine:
     if isinstance(engine, CheckedEngine):  # a remote server: serve even while it is down (jobs wait for it a while)
         problem = await engine.check()
         if problem:
-            log.warning("%s; serving anyway: answers fail until it answers", problem)
+            log.warning("%s; serving anyway: answers wait for it a while, then fail", problem)
             return engine
     try:
         await warm_up(engine, settings.model.max_prompt_tokens)
