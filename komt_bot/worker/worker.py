@@ -259,7 +259,8 @@ class Worker:
                 runs = list(self._runs.values())
                 lost = await self.queue.heartbeat(self.name, [run.job for run in runs])
                 for run in runs:
-                    if run.job.job_id in lost:
+                    # A job that finished while the heartbeat was on its way is no longer running: not lost.
+                    if run.job.job_id in lost and not run.text.finishing:
                         log.warning("worker %s: job %s is another worker's now; dropping it", self.name, run.job.job_id)
                         run.text.lost.set()
                 await self._publish_record()
