@@ -6,9 +6,12 @@ These are the only shapes that cross the queue. :class:`JobRecord` parses the jo
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -16,9 +19,32 @@ from pydantic import BaseModel, Field, ValidationError
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 FINAL_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
 EventType = Literal["start", "delta", "done", "error"]
-DEAD_LETTER_CODE = "dead_letter"
 Rating = Literal["up", "down"]
 RATINGS: tuple[Rating, ...] = ("up", "down")
+
+
+class ErrorCode(StrEnum):
+    """Every code a job can end with (the ``code`` of its ``error`` event and the record's ``error_code``)."""
+
+    DEAD_LETTER = "dead_letter"  # retried until its strikes ran out (or it kept killing its workers)
+    PROMPT_TOO_LONG = "prompt_too_long"  # the conversation does not fit the model's prompt budget
+    EMPTY_PROMPT = "empty_prompt"  # nothing left to ask
+    ENGINE_ERROR = "engine_error"  # generation raised (a strike: retried)
+    ENGINE_UNAVAILABLE = "engine_unavailable"  # the model server stayed away longer than a question waits
+
+
+DEAD_LETTER_CODE = ErrorCode.DEAD_LETTER
+
+
+def new_job_id() -> str:
+    """A short, unique job id."""
+    return uuid.uuid4().hex[:16]
+
+
+def job_id_for_key(idempotency_key: str) -> str:
+    """The job id a platform event's idempotency key stands for: every delivery of the event names the same job,
+    so a button can carry the job id before the job is submitted."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
 
 
 class Turn(BaseModel):

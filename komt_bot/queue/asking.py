@@ -8,16 +8,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, cast
 
 from komt_bot.errors import BacklogFullError, JobNotFoundError, QueueError
-from komt_bot.jobs import Event, JobRecord, JobRequest, JobState, Submission
+from komt_bot.jobs import Event, JobRecord, JobRequest, JobState, Submission, job_id_for_key, new_job_id
 from komt_bot.queue.base import QueueBase, StreamEntries, now_text
 from komt_bot.queue.reader import Outage, OutputReader
 
 RATE_WINDOW_SECONDS = 60
-
-
-def new_job_id() -> str:
-    """A short, sortable-enough, unique job id."""
-    return uuid.uuid4().hex[:16]
 
 
 class AskingOps(QueueBase):
@@ -32,15 +27,22 @@ class AskingOps(QueueBase):
             self._reader = OutputReader(self.redis, self.keys, outage_seconds=self.settings.outage_seconds)
         return self._reader
 
-    async def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Submission:
-        """Queue a job, or return the one this idempotency key already made.
+    async def submit(
+        self, request: JobRequest, *, job_id: str | None = None, idempotency_key: str | None = None
+    ) -> Submission:
+        """Queue a job, or return the one this idempotency key (or job id) already made.
 
-        Raises :class:`BacklogFullError` when the backlog is at its cap.
+        The job id is the caller's when given, else the one ``idempotency_key`` stands for
+        (:func:`~komt_bot.jobs.job_id_for_key`), else a new one: an adapter knows it before submitting, so its
+        buttons carry it. A redelivered event finds its job made already (``created`` False); a retry of this same
+        call, whose first try landed, is still ``created``. Raises :class:`BacklogFullError` at the backlog cap.
         """
-        job_id = new_job_id()
+        if job_id is None:
+            job_id = job_id_for_key(idempotency_key) if idempotency_key else new_job_id()
         idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else self.keys.job(job_id)
+        submit_token = uuid.uuid4().hex
         fields = JobRecord.submit_fields(request, created=self.clock())
-        args: list[Any] = [job_id, self.settings.max_backlog, self.settings.idempotency_ttl_seconds]
+        args: list[Any] = [job_id, self.settings.max_backlog, self.settings.idempotency_ttl_seconds, submit_token]
         for name, value in fields.items():
             args += [name, value]
         status, value = await self._ride(
@@ -49,9 +51,7 @@ class AskingOps(QueueBase):
         if int(status) == -1:
             raise BacklogFullError(int(value), self.settings.max_backlog)
         found = str(value)
-        # A retried submit whose first try landed finds its own job under the idempotency key: it is still new.
-        created = int(status) == 1 or found == job_id
-        return Submission(job_id=found, created=created, position=await self.position(found))
+        return Submission(job_id=found, created=int(status) == 1, position=await self.position(found))
 
     async def rate_limit(self, user: str, per_minute: int) -> float | None:
         """Count one request of ``user``; return the seconds to wait when over ``per_minute``, else None.
