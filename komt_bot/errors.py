@@ -9,6 +9,9 @@ KomtError
 │   ├── EmptyPromptError   nothing left after the mention was removed
 │   └── PromptTooLongError longer than the configured limit
 ├── EngineError            the model failed to load or to generate
+│   ├── EnginePromptTooLongError  the prompt has more tokens than the engine takes (the job ends, not retried)
+│   ├── EngineUnavailableError    the model server stayed away for as long as a question waits for it
+│   └── GenerationFailedError     generating failed (a strike: the job is retried)
 └── EvalError              `komt-bot eval` cannot go on
     └── JudgeError         the judge server is unreachable or answers something unusable
 """
@@ -66,8 +69,21 @@ class EngineError(KomtError):
     """The model failed to load or to generate."""
 
 
+class EnginePromptTooLongError(EngineError):
+    """The prompt has more tokens than the engine takes (``model.max_prompt_tokens``): retrying cannot help."""
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(f"prompt is {tokens} tokens, the limit is {limit}")
+        self.tokens = tokens
+        self.limit = limit
+
+
 class EngineUnavailableError(EngineError):
     """The model server could not be reached for as long as a question waits for it (nothing was generated)."""
+
+
+class GenerationFailedError(EngineError):
+    """Generating an answer failed (the model raised, the server failed mid-answer, the engine closed)."""
 
 
 class EvalError(KomtError):
