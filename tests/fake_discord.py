@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -35,6 +36,7 @@ from komt_bot.queue import JobQueue
 from komt_bot.settings import DiscordSettings, Settings
 from tests.helpers import running_worker
 from tests.local_http import serve_on_loopback
+from tests.platform_limits import RateLimits
 
 with warnings.catch_warnings():
     # discord.py imports audioop (deprecated) for voice, which komt-bot never uses. Importing it here, once,
@@ -92,8 +94,9 @@ def _iso(at: float | None = None) -> str:
 class FakeDiscord:
     """A fake Discord REST API and gateway in one aiohttp server."""
 
-    def __init__(self, *, message_content_granted: bool = True) -> None:
+    def __init__(self, *, message_content_granted: bool = True, limits: RateLimits | None = None) -> None:
         self.message_content_granted = message_content_granted
+        self.limits = limits  # Discord's buckets (tests.platform_limits.discord_buckets), enforced when given
         self.calls: list[Call] = []
         self.identifies: list[Json] = []
         self.sessions: list[str] = []  # each accepted IDENTIFY, once READY and every GUILD_CREATE went out
@@ -553,7 +556,12 @@ class FakeDiscord:
         body = await self._body(request)
         call = Call(request.method, path, dict(request.query), body, time.monotonic(), time.time())
         self._current_query = call.query
-        status, data, headers = self._failure(request.method, path) or await self._route(request.method, path, body)
+        status, data, headers = (
+            self._failure(request.method, path)
+            or self._over_limit(request.method, path)
+            or await self._route(request.method, path, body)
+        )
+        headers = {**self._limit_headers(request.method, path), **headers}
         self.calls.append(Call(call.method, call.path, call.query, call.body, call.at, call.wall, status))
         raw = b"" if status == 204 else json.dumps(data).encode()
         return web.Response(status=status, body=raw, headers={"Content-Type": "application/json", **headers})
@@ -566,6 +574,49 @@ class FakeDiscord:
             form = await request.post()
             return json.loads(str(form.get("payload_json", "{}")))
         return await request.json()
+
+    @staticmethod
+    def _bucket_of(method: str, path: str) -> tuple[str, str] | None:
+        """The per-route bucket of a request: messages per channel, interaction responses per token."""
+        if match := re.match(r"/channels/(\d+)/messages", path):
+            return "channel", f"{method} {match.group(1)}"
+        if match := re.match(r"/webhooks/\d+/([^/]+)", path):
+            return "webhook", f"{method} {match.group(1)}"
+        return None
+
+    def _over_limit(self, method: str, path: str) -> tuple[int, Json, dict[str, str]] | None:
+        """A 429 with Discord's body and headers when the route's bucket, or the global one, is empty."""
+        if self.limits is None:
+            return None
+        route = self._bucket_of(method, path)
+        wait = self.limits.check(*route) if route else None
+        scope = "user"
+        if wait is None:
+            wait, scope = self.limits.check("global", "bot"), "global"
+        if wait is None:
+            return None
+        body: Json = {
+            "message": "You are being rate limited.",
+            "retry_after": round(wait, 3),
+            "global": scope == "global",
+        }
+        headers = {"Via": "1.1 google", "Retry-After": str(math.ceil(wait)), "X-RateLimit-Scope": scope}
+        if scope == "global":
+            headers["X-RateLimit-Global"] = "true"
+        return 429, body, headers
+
+    def _limit_headers(self, method: str, path: str) -> dict[str, str]:
+        """``X-RateLimit-*`` of the route's bucket, as Discord sends with every answer (discord.py paces by them)."""
+        route = self._bucket_of(method, path)
+        bucket = self.limits.bucket(*route) if self.limits is not None and route else None
+        if route is None or bucket is None:
+            return {}
+        return {
+            "X-RateLimit-Limit": str(bucket.rule.burst),
+            "X-RateLimit-Remaining": str(bucket.remaining()),
+            "X-RateLimit-Reset-After": f"{bucket.reset_after():.3f}",
+            "X-RateLimit-Bucket": f"{route[0]}-{route[1].replace(' ', '-')}",
+        }
 
     def _failure(self, method: str, path: str) -> tuple[int, Json, dict[str, str]] | None:
         for failure in self._failures:

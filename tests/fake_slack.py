@@ -7,6 +7,8 @@ can read a thread the way a person would see it, and it records every call with 
 
 Behaviour a test can switch on: errors for a method (``fail``), a 429 with ``Retry-After`` (``rate_limit``),
 native streams that expire (``expire_streams``), and ``msg_too_long`` above ``max_message_bytes`` like Slack.
+With ``limits`` (:func:`tests.platform_limits.slack_tiers`) it enforces Slack's tiers like Slack: a token bucket per
+method and workspace (``chat.postMessage`` per channel), and a 429 with ``Retry-After`` past it.
 
 Assistant threads: ``assistant.threads.setStatus`` / ``setSuggestedPrompts`` / ``setTitle`` keep each thread's
 status line, prompts and title (``assistant_threads``); like Slack, a message the app posts in a thread clears its
@@ -21,6 +23,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.local_http import serve_on_loopback
+from tests.platform_limits import RateLimits
 
 BOT_USER = "UKOMTBOT"
 BOT_ID = "BKOMT"
@@ -104,6 +108,7 @@ class FakeSlack:
 
     max_message_bytes: int = 4000
     expire_streams: bool = False
+    limits: RateLimits | None = None
     calls: list[Call] = field(default_factory=list)
     messages: dict[str, Message] = field(default_factory=dict)
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
@@ -256,7 +261,12 @@ class FakeSlack:
         self.calls.append(Call(method, args, time.monotonic(), token))
         if self._rate_limits.get(method):
             self._rate_limits[method] -= 1
-            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"})
+            return _rate_limited(1)
+        if self.limits is not None:
+            scope = str(args.get("channel")) if method == "chat.postMessage" else TEAM
+            wait = self.limits.check(method, scope)
+            if wait is not None:
+                return _rate_limited(max(1, math.ceil(wait)))  # Slack's Retry-After is whole seconds
         try:
             if self._failures.get(method):
                 raise SlackError(self._failures[method].pop(0))
@@ -529,3 +539,9 @@ def update_gaps(fake: FakeSlack) -> list[float]:
     for call in fake.calls_of("chat.update"):
         by_ts.setdefault(str(call.args["ts"]), []).append(call)
     return [b.at - a.at for calls in by_ts.values() for a, b in itertools.pairwise(calls)]
+
+
+def _rate_limited(retry_after: int) -> web.Response:
+    return web.json_response(
+        {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)}
+    )
