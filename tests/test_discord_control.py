@@ -8,8 +8,10 @@ import time
 import redis.asyncio as aioredis
 
 from komt_bot import messages
+from komt_bot.jobs import job_id_for_key
+from komt_bot.metrics import Metrics
 from komt_bot.settings import Settings
-from tests.fake_discord import Json, RunningBot, World, running_bot
+from tests.fake_discord import Json, RunningBot, World, buttons, running_bot
 from tests.fake_engine import ScriptedEngine
 
 SLOW_ANSWER = "천천히 쓰는 답변입니다. " * 10
@@ -53,6 +55,35 @@ async def test_stop_a_running_answer(settings: Settings, redis_client: aioredis.
         assert click.responses == [6]  # acknowledged silently: the reply itself says "stopped"
         assert await job_state(bot, question["id"]) == "cancelled"
         assert engine.cancelled
+
+
+async def test_a_stop_on_a_redelivered_messages_reply_stops_its_one_job(
+    settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    world = World()
+    metrics = Metrics()
+    engine = ScriptedEngine(SLOW_ANSWER, piece_chars=2, delay=0.05)
+    async with running_bot(world, settings, redis_client, engine, metrics=metrics) as bot:
+        question = await bot.fake.user_message(world.channel, world.alice, "길게", mention_bot=True)
+        await bot.fake.dispatch("MESSAGE_CREATE", bot.fake.public(question))  # the gateway delivers it again
+        head = bot.fake.reply_of(question)
+        reply = await bot.fake.wait_for(bot.fake.answering(head, SLOW_ANSWER), what="the answer to start")
+        job_id = job_id_for_key(f"discord:{question['id']}")
+        assert [b["custom_id"] for b in buttons(reply)] == [f"komt:stop:{job_id}"]  # known before submitting
+
+        click = await bot.fake.click(int(reply["id"]), world.alice)
+        final = await bot.fake.wait_for(
+            lambda: (r := head()) and r["content"].endswith(messages.STOPPED) and r, what="the answer to stop"
+        )
+        assert bot.fake.is_final(final)
+        assert click.responses == [6]
+        assert (await bot.queue.job(job_id)).state == "cancelled"
+        assert engine.cancelled == [job_id]
+        assert await bot.queue.redis.zcard(bot.queue.keys.index) == 1
+        assert len(bot.fake.replies_to(question["id"])) == 1
+    counted = metrics.registry.get_sample_value
+    assert counted("komt_requests_total", {"platform": "discord", "result": "duplicate"}) == 1  # it found the job
+    assert counted("komt_requests_total", {"platform": "discord", "result": "cancelled"}) == 1
 
 
 async def test_stop_a_queued_question(settings: Settings, redis_client: aioredis.Redis) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from komt_bot.jobs import job_id_for_key
 from komt_bot.metrics import Metrics
 from komt_bot.settings import Settings
 from tests.fake_discord import Json, World, running_bot
@@ -26,7 +27,8 @@ async def test_mention_gets_a_streamed_reply_with_a_stop_button(
         assert engine.prompts[-1].endswith("### instruction: 안녕?\n\n### Response: ")
         post = next(c for c in bot.fake.calls if c.method == "POST" and c.path == f"/channels/{world.channel}/messages")
         assert post.body["content"].startswith("⏳")  # the queue placeholder came first, with the Stop button
-        assert post.body["components"][0]["components"][0]["custom_id"] == f"komt:stop:{question['id']}"
+        job_id = job_id_for_key(f"discord:{question['id']}")  # the job this question makes, known before submitting
+        assert post.body["components"][0]["components"][0]["custom_id"] == f"komt:stop:{job_id}"
         assert post.body["allowed_mentions"]["parse"] == []  # a model's answer never pings anyone
 
     sample = metrics.registry.get_sample_value

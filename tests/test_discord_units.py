@@ -8,9 +8,10 @@ import pytest
 
 import tests.fake_discord  # noqa: F401  (first: imports discord.py without its audioop warning)
 from adapters.discord.access import Asker, refusal
+from adapters.discord.control import StopButton, origin_job_id, stop_view
 from adapters.discord.sink import discord_length, thread_name
 from komt_bot import messages
-from komt_bot.jobs import Turn
+from komt_bot.jobs import Turn, job_id_for_key
 from komt_bot.messages import answer_text
 from komt_bot.prompt import merge_turns
 from komt_bot.settings import DiscordSettings
@@ -85,3 +86,13 @@ def test_sizes_and_thread_names() -> None:
     assert thread_name("첫 줄\n둘째 줄") == "첫 줄"
     assert thread_name("   ") == "komt"
     assert len(thread_name("가" * 200)) == 90
+
+
+def test_the_stop_button_carries_the_job_id_and_an_older_one_its_question() -> None:
+    origin = 1234567890123456789
+    job_id = origin_job_id(origin)
+    assert job_id == job_id_for_key(f"discord:{origin}")  # the job's id, known before it is submitted
+    (button,) = stop_view(job_id).children
+    assert isinstance(button, StopButton) and button.custom_id == f"komt:stop:{job_id}"
+    match = button.template.fullmatch(f"komt:stop:{origin}")  # the button of an earlier release
+    assert match is not None and match["value"] == str(origin)

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from adapters.slack.app import SlackAdapter, serve
 from komt_bot import messages
 from komt_bot.engine.base import Engine
+from komt_bot.jobs import JobRequest, Origin, Turn, job_id_for_key, new_job_id
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.queue.working import TextPiece
@@ -450,7 +451,8 @@ async def test_stop_ends_a_running_answer_and_refuses_other_people(
         await until(lambda: fake.calls_of("chat.startStream"), what="the answer to start streaming")
         button = s.placeholder(question.ts)
         assert button is not None
-        job_id = str(await redis_client.get(s.queue.keys.idempotency(f"slack:{stop_value(button)}")))
+        job_id = str(await redis_client.get(s.queue.keys.idempotency(f"slack:{TEAM}:{CHANNEL}:{question.ts}")))
+        assert stop_value(button) == job_id  # the button carries the job id, as the 👍/👎 do
 
         assert await s.press_stop(button, OTHER) == 200
         refusal = await until(lambda: fake.calls_of("chat.postEphemeral"), what="a private refusal")
@@ -474,6 +476,67 @@ async def test_an_admin_stops_a_queued_question(
         assert await s.press_stop(button, ADMIN) == 200
         assert await s.final_reply(question.ts) == messages.STOPPED
         assert not fake.calls_of("chat.postEphemeral")
+
+
+async def test_a_stop_on_a_redelivered_events_reply_stops_its_one_job(
+    settings: Settings, redis_client: aioredis.Redis, fake: FakeSlack
+) -> None:
+    config = stack_settings(settings, fake)
+    engine = ScriptedEngine(ANSWER * 3, piece_chars=4, delay=0.05)
+    async with slack_stack(config, redis_client, fake, engine=engine) as s:
+        message = fake.add_message(CHANNEL, f"<@{BOT_USER}> 길게 말해 주세요", user=ASKER)
+        payload = event_body(message_event(message))
+        assert await s.deliver(payload) == 200
+        assert await s.deliver(payload, retry=1) == 200
+        async with slack_stack(config, redis_client, fake) as replica:  # a second adapter, same Redis
+            assert await replica.deliver(payload, retry=2) == 200
+            await until(lambda: fake.calls_of("chat.startStream"), what="the answer to start streaming")
+            button = s.placeholder(message.ts)
+            assert button is not None
+            job_id = job_id_for_key(f"slack:{TEAM}:{CHANNEL}:{message.ts}")
+            assert stop_value(button) == job_id  # known before the job was submitted
+            assert await replica.press_stop(button, ASKER) == 200  # the click may reach any replica
+            reply = await s.final_reply(message.ts)
+        assert reply.endswith("\n\n" + messages.STOPPED)
+        assert (await s.queue.job(job_id)).state == "cancelled"
+        assert engine.cancelled == [job_id]
+        assert await s.jobs() == 1
+    assert not fake.calls_of("chat.postEphemeral")
+
+
+async def test_an_adapter_stopping_mid_answer_stops_the_job_and_says_so(
+    settings: Settings, redis_client: aioredis.Redis, fake: FakeSlack
+) -> None:
+    engine = ScriptedEngine(ANSWER * 3, piece_chars=4, delay=0.05)
+    async with slack_stack(stack_settings(settings, fake), redis_client, fake, engine=engine) as s:
+        question = await s.mention("길게 말해 주세요")
+        await until(lambda: fake.calls_of("chat.startStream"), what="the answer to start streaming")
+        await s.adapter.stop()  # its replies get a moment, then are abandoned
+
+        async def cancelled() -> bool:
+            return (await s.queue.job(job_id_for_key(f"slack:{TEAM}:{CHANNEL}:{question.ts}"))).state == "cancelled"
+
+        await eventually(cancelled)
+        assert (await s.final_reply(question.ts)).endswith(messages.failed(None, "komt-bot is restarting"))
+
+
+async def test_a_stop_button_of_an_earlier_release_still_stops_its_job(
+    settings: Settings, redis_client: aioredis.Redis, fake: FakeSlack
+) -> None:
+    async with slack_stack(stack_settings(settings, fake), redis_client, fake) as s:  # no worker: it stays queued
+        question = fake.add_message(CHANNEL, f"<@{BOT_USER}> 업그레이드 전 질문", user=ASKER)
+        key = f"{TEAM}:{CHANNEL}:{question.ts}"
+        origin = Origin(platform="slack", channel=CHANNEL, thread=question.ts, message=question.ts, user=ASKER)
+        request = JobRequest(conversation=[Turn(role="user", text="업그레이드 전 질문")], origin=origin)
+        old = await s.queue.submit(request, job_id=new_job_id(), idempotency_key=f"slack:{key}")  # a random id
+        action = {"action_id": "komt_stop", "block_id": "b", "value": key, "type": "button"}  # it named the question
+        assert await s.block_action(question, ASKER, action) == 200
+
+        async def cancelled() -> bool:
+            return (await s.queue.job(old.job_id)).state == "cancelled"
+
+        await eventually(cancelled)
+        assert old.job_id != job_id_for_key(f"slack:{key}")
 
 
 # -- what people send ---------------------------------------------------------------------------------------------

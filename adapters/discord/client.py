@@ -85,9 +85,9 @@ class KomtDiscord(discord.Client):
         """Answer the message if it is a question for the bot."""
         await self.questions.on_message(message)
 
-    async def stop_reply(self, interaction: discord.Interaction[Any], origin_id: str) -> None:
+    async def stop_reply(self, interaction: discord.Interaction[Any], value: str) -> None:
         """Handle a Stop button click."""
-        await self.questions.stop(interaction, origin_id)
+        await self.questions.stop(interaction, value)
 
     async def rate_answer(self, interaction: discord.Interaction[Any], job_id: str, rating: Rating) -> None:
         """Handle a click on an answer's 👍/👎."""

@@ -16,7 +16,7 @@ from typing import Any
 import discord
 
 from adapters.discord.access import Asker, asker_of_interaction, asker_of_message, is_admin, refusal
-from adapters.discord.control import idempotency_key, job_for_origin
+from adapters.discord.control import idempotency_key, origin_job_id
 from adapters.discord.conversation import ConversationReader, question_text
 from adapters.discord.sink import PLATFORM, InteractionSink, MessageSink, discord_limits, thread_name
 from komt_bot import messages
@@ -24,7 +24,7 @@ from komt_bot.chat.ask import Refusal, admit, ask, check
 from komt_bot.chat.editor import ReplyEditor, ReplySink
 from komt_bot.chat.feedback import record_click
 from komt_bot.chat.sinks import platform_call
-from komt_bot.chat.stop import StopResult, stop_job
+from komt_bot.chat.stop import StopResult, stop_pressed
 from komt_bot.chat.tasks import ReplyTasks
 from komt_bot.errors import KomtError
 from komt_bot.jobs import JobRequest, Origin, Rating, Turn
@@ -189,6 +189,7 @@ class Questions:
                 editor,
                 idempotency_key=idempotency_key(origin),
                 timeout_seconds=self.settings.queue.job_timeout_seconds,
+                job_id=origin_job_id(origin),
             )
         except discord.HTTPException as e:  # already counted by the sink's platform_call
             log.warning("discord: lost the reply to %s (%s); stopping its job", origin, e)
@@ -198,10 +199,8 @@ class Questions:
         log.info("discord: answer to %s ended: %s (%d chars)", origin, outcome.kind, len(outcome.text))
 
     async def _abandon(self, origin: int) -> None:
-        with contextlib.suppress(KomtError):
-            job_id = await job_for_origin(self.queue, origin)
-            if job_id is not None:
-                await self.queue.cancel(job_id)
+        with contextlib.suppress(KomtError):  # JobNotFoundError: never submitted
+            await self.queue.cancel(origin_job_id(origin))
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:
@@ -209,11 +208,12 @@ class Questions:
 
     # -- Stop -------------------------------------------------------------------------------------------------
 
-    async def stop(self, interaction: discord.Interaction[Any], origin_id: str) -> None:
-        """The Stop button: the person who asked, or an admin, cancels the job (queued or running)."""
+    async def stop(self, interaction: discord.Interaction[Any], value: str) -> None:
+        """The Stop button (its ``value``, the job id): the person who asked, or an admin, cancels the job."""
         asker = asker_of_interaction(interaction)
         admin = is_admin(self.settings.discord, asker)
-        result = await stop_job(self.queue, idempotency_key(origin_id), presser=str(asker.user_id), admin=admin)
+        presser = str(asker.user_id)
+        result = await stop_pressed(self.queue, value, platform=PLATFORM, presser=presser, admin=admin)
         if result == "stopped":
             await interaction.response.defer()  # the reply itself shows "stopped" once the job ends
         else:

@@ -17,7 +17,7 @@ from typing import Any
 
 import discord
 
-from adapters.discord.control import stop_view
+from adapters.discord.control import origin_job_id, stop_view
 from adapters.discord.feedback import feedback_view
 from komt_bot import messages
 from komt_bot.chat.editor import ReplyLimits
@@ -60,6 +60,7 @@ class _Sink(FinalWithFeedback):
 
     def __init__(self, origin_id: int, metrics: Metrics | None) -> None:
         self.origin_id = origin_id
+        self.job_id = origin_job_id(origin_id)  # the job this reply follows: its Stop button carries it
         self.posted: list[discord.Message] = []
         self._metrics = metrics
         self._feedback: str | None = None  # the job id whose buttons the piece being finished gets
@@ -75,7 +76,7 @@ class _Sink(FinalWithFeedback):
     def _view(self, active: bool) -> discord.ui.View | None:
         """The Stop button while the job runs, the feedback buttons on a finished answer; None removes both."""
         if active:
-            return stop_view(self.origin_id)
+            return stop_view(self.job_id)
         return feedback_view(self._feedback) if self._feedback else None
 
     def _new_view(self, active: bool) -> discord.ui.View:

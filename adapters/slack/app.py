@@ -207,7 +207,7 @@ class SlackAdapter:
         self._replies.spawn(
             self._responder.stop(
                 presser=str((body.get("user") or {}).get("id") or ""),
-                key=str(action.get("value") or ""),
+                value=str(action.get("value") or ""),
                 channel=(body.get("channel") or {}).get("id"),
                 thread_ts=(body.get("message") or {}).get("thread_ts"),
             )

@@ -3,9 +3,10 @@
 Every delivery of one message (Slack's retries, an ``app_mention`` and a ``message`` event for the same words, two
 adapter replicas) has the same key, the team, channel and ``ts`` of the message. The first delivery claims the
 key in Redis (``{prefix}:slack:seen:{key}``) and owns the reply; the others do nothing. The same key, prefixed
-``slack:``, is the job's idempotency key and the Stop button's value, so the button finds its job from Redis
-whichever replica posted it. Threads the bot has replied in are remembered in ``{prefix}:slack:thread:...`` so a
-reply there continues the conversation without a new mention.
+``slack:``, is the job's idempotency key, and the job id is the one it stands for, known before the job is
+submitted: the Stop and 👍/👎 buttons carry it, so a press finds its job whichever replica posted the button.
+Threads the bot has replied in are remembered in ``{prefix}:slack:thread:...`` so a reply there continues the
+conversation without a new mention.
 
 Every refusal and failure is told to the person: in the thread (empty, too long, rate limited, busy, queue
 down, worker errors), or privately (not allowed here, a Stop pressed by someone else). A click on an answer's
@@ -41,9 +42,9 @@ from komt_bot.chat.ask import Refusal, admit, ask
 from komt_bot.chat.deliveries import Deliveries
 from komt_bot.chat.editor import ReplyEditor, split_text
 from komt_bot.chat.feedback import record_click
-from komt_bot.chat.stop import StopResult, stop_job
+from komt_bot.chat.stop import StopResult, stop_pressed
 from komt_bot.errors import KomtError, QueueError
-from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.jobs import JobRequest, Origin, Turn, job_id_for_key
 from komt_bot.metrics import Metrics, count_platform_error
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
@@ -57,6 +58,12 @@ ABANDON_SECONDS = 3.0
 NOT_IN_CHANNEL = "🙈 komt-bot이 이 채널에 없습니다. 먼저 초대해 주세요 / invite komt-bot to this channel first"
 # What the presser of a Stop button is told privately; a stopped job's reply says "stopped", an ended one nothing.
 _STOP_REPLIES: dict[StopResult, str] = {"refused": messages.STOP_REFUSED, "queue_down": messages.QUEUE_DOWN}
+
+
+def _target(channel: str, thread_ts: str, user: str, team: str | None, question: str) -> ReplyTarget:
+    """Where the reply to the question keyed ``question`` goes, and the job it will follow."""
+    key = f"{PLATFORM}:{question}"
+    return ReplyTarget(channel, thread_ts, user, team, key=key, job_id=job_id_for_key(key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +123,7 @@ class SlackResponder:
         complete, and the thread is titled after its first question.
         """
         q = question
-        target = ReplyTarget(q.channel, q.thread_ts, q.user, q.team, stop_value=q.key)
+        target = _target(q.channel, q.thread_ts, q.user, q.team, q.key)
         thread = AssistantThread(self.client, q.channel, q.thread_ts, metrics=self.metrics) if assistant else None
         async with self._reply(target, thread) as editor:
             if not await self._claim(q.key, editor):
@@ -165,7 +172,7 @@ class SlackResponder:
         root = await self._post_question(channel, user, text, respond)
         if root is None:
             return
-        target = ReplyTarget(channel, root, user, team, stop_value=f"{team or '-'}:{channel}:{root}")
+        target = _target(channel, root, user, team, f"{team or '-'}:{channel}:{root}")
         async with self._reply(target) as editor:
             await self._ask(target, [Turn(role="user", text=text)], editor, message_ts=root)
 
@@ -184,13 +191,13 @@ class SlackResponder:
 
     # -- Stop --------------------------------------------------------------------------------------------------
 
-    async def stop(self, *, presser: str, key: str, channel: str | None, thread_ts: str | None) -> None:
-        """Cancel the job behind a Stop button, if the presser asked the question or is an admin.
+    async def stop(self, *, presser: str, value: str, channel: str | None, thread_ts: str | None) -> None:
+        """Cancel the job behind a Stop button (its ``value``), if the presser asked the question or is an admin.
 
         A stopped job's reply says so itself; a refusal or an unreachable queue is told to the presser privately.
         """
         admin = presser in self.config.admin_users
-        result = await stop_job(self.queue, f"{PLATFORM}:{key}", presser=presser, admin=admin)
+        result = await stop_pressed(self.queue, value, platform=PLATFORM, presser=presser, admin=admin)
         text = _STOP_REPLIES.get(result)
         if text is not None and channel:
             await self._ephemeral(channel, presser, thread_ts, text)
@@ -217,7 +224,7 @@ class SlackResponder:
             # Nothing could be shown: stop the job so no worker writes an answer nobody can see.
             log.warning("slack reply in %s failed: %s", target.channel, e.response.get("error"))
             self._count("slack_error")
-            await self._cancel_quietly(target.stop_value)
+            await self._cancel_quietly(target.job_id)
         finally:
             await sink.close()
 
@@ -233,20 +240,23 @@ class SlackResponder:
                 self.queue,
                 JobRequest(conversation=conversation, origin=origin),
                 editor,
-                idempotency_key=f"{PLATFORM}:{target.stop_value}",
+                idempotency_key=target.key,
                 timeout_seconds=self.settings.queue.job_timeout_seconds,
+                job_id=target.job_id,
             )
         except asyncio.CancelledError:
-            await self._abandon(target.stop_value, editor)
+            await self._abandon(target.job_id, editor)
             raise
         self._count(outcome.kind)
         log.info("slack reply in %s: job %s %s", target.channel, outcome.job_id, outcome.kind)
 
-    async def _abandon(self, key: str, editor: ReplyEditor) -> None:
+    async def _abandon(self, job_id: str, editor: ReplyEditor) -> None:
         """The adapter is shutting down mid-answer: stop the job and say so in the thread."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._cancel_quietly(key), ABANDON_SECONDS)
-            await asyncio.wait_for(editor.finish(messages.failed(None, "komt-bot is restarting")), ABANDON_SECONDS)
+        with contextlib.suppress(Exception):  # TimeoutError included: a step that ran out of time ends the attempt
+            async with asyncio.timeout(ABANDON_SECONDS):
+                await self._cancel_quietly(job_id)
+            async with asyncio.timeout(ABANDON_SECONDS):
+                await editor.finish(messages.failed(None, "komt-bot is restarting"))
 
     async def _checked(self, text: str, user: str, editor: ReplyEditor) -> str | None:
         """The question ready to ask, or None after telling the person why not (empty, too long, too often)."""
@@ -307,15 +317,9 @@ class SlackResponder:
         with contextlib.suppress(QueueError):
             await self.queue.remember(PLATFORM, "thread", channel, thread_ts, ttl=THREAD_MEMORY_SECONDS)
 
-    async def _cancel_quietly(self, key: str) -> None:
-        with contextlib.suppress(KomtError, RedisError):
-            job_id = await self._job_for(key)
-            if job_id is not None:
-                await self.queue.cancel(job_id)
-
-    async def _job_for(self, key: str) -> str | None:
-        """The job a question's key made (the queue keeps idempotency key -> job id)."""
-        return await self.queue.job_for_key(f"{PLATFORM}:{key}")
+    async def _cancel_quietly(self, job_id: str) -> None:
+        with contextlib.suppress(KomtError, RedisError):  # JobNotFoundError: never submitted
+            await self.queue.cancel(job_id)
 
     # -- small Slack calls -------------------------------------------------------------------------------------
 

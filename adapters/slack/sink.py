@@ -70,15 +70,15 @@ def answer_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
     return [*text_sections(text), feedback_block(job_id)]
 
 
-def stop_blocks(text: str, value: str) -> list[dict[str, Any]]:
-    """Blocks that show ``text`` with a Stop button whose value identifies the question."""
+def stop_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
+    """Blocks that show ``text`` with a Stop button whose value is the answer's job id."""
     sections = text_sections(text)
     button = {
         "type": "button",
         "action_id": STOP_ACTION_ID,
         "text": {"type": "plain_text", "text": STOP_LABEL},
         "style": "danger",
-        "value": value,
+        "value": job_id,
     }
     return [*sections, {"type": "actions", "elements": [button]}]
 
@@ -91,7 +91,8 @@ class ReplyTarget:
     thread_ts: str
     user: str
     team: str | None
-    stop_value: str  # the Stop button's value: the question's key
+    key: str  # the job's idempotency key, ``slack:{team}:{channel}:{ts}`` of the question
+    job_id: str  # the job that key stands for (known before it is submitted): its Stop and 👍/👎 buttons carry it
 
 
 class StreamingGate:
@@ -240,7 +241,7 @@ class SlackSink(FinalWithFeedback):
                     channel=t.channel,
                     thread_ts=t.thread_ts,
                     text=escape(messages.WRITING),
-                    blocks=stop_blocks(messages.WRITING, t.stop_value),
+                    blocks=stop_blocks(messages.WRITING, t.job_id),
                 )
         except SlackApiError as e:
             self._failed("chat.postMessage", e)
@@ -303,7 +304,7 @@ class SlackSink(FinalWithFeedback):
     def _blocks(self, text: str, active: bool) -> list[dict[str, Any]] | None:
         # While an answer streams, its Stop button lives on the placeholder above it, not on each message.
         if active and self._control is None:
-            return stop_blocks(text, self.target.stop_value)
+            return stop_blocks(text, self.target.job_id)
         if not active and self._feedback is not None:
             return answer_blocks(text, self._feedback)
         return None
@@ -318,7 +319,7 @@ class SlackSink(FinalWithFeedback):
         if control is None or text is None or self._updated.get(control, -math.inf) + self.interval > self.clock():
             return
         self._control_text = None
-        await self._update(control, text, stop_blocks(text, self.target.stop_value))
+        await self._update(control, text, stop_blocks(text, self.target.job_id))
 
     async def _update(self, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         """``chat.update``, never sooner than the edit interval after the previous one of the same message."""

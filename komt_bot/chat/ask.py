@@ -103,14 +103,17 @@ async def ask(
     *,
     idempotency_key: str | None,
     timeout_seconds: float,
+    job_id: str | None = None,
 ) -> Outcome:
     """Submit ``request`` and stream its answer into ``editor``.
 
-    A redelivered platform event (same ``idempotency_key``) returns ``duplicate`` without touching the reply: the
-    first delivery owns it.
+    ``job_id`` is the id an adapter put in the reply's buttons before submitting (the one ``idempotency_key``
+    stands for, :func:`~komt_bot.jobs.job_id_for_key`); without it the queue derives or mints one. A redelivered
+    platform event (same ``idempotency_key``) returns ``duplicate`` without touching the reply: the first delivery
+    owns it.
     """
     try:
-        submission = await queue.submit(request, idempotency_key=idempotency_key)
+        submission = await queue.submit(request, job_id=job_id, idempotency_key=idempotency_key)
     except KomtError as e:
         await editor.finish(messages.for_error(e))
         return Outcome("queue_down" if type(e) is QueueError else "refused")
