@@ -1,4 +1,4 @@
-"""The komt prompt: the model card's template, conversations within a token budget, and answer extraction.
+"""The komt prompt: the model card's template, conversations within a token budget, and what answers may show.
 
 The model card's template is ``### instruction: {x}\\n\\n### Response: ``. Earlier turns of a thread are rendered
 the same way, one after another, and the oldest are dropped first until the prompt fits. Text from people cannot
@@ -128,13 +128,3 @@ def build_prompt(conversation: Sequence[Turn], *, max_tokens: int, count_tokens:
         kept.append(block)
         used += cost
     return "".join(reversed(kept)) + last
-
-
-def extract_answer(generated: str, stop: Sequence[str]) -> str:
-    """The answer part of generated text: up to the first stop sequence, without surrounding blanks."""
-    cut = len(generated)
-    for marker in stop:
-        index = generated.find(marker)
-        if index != -1:
-            cut = min(cut, index)
-    return generated[:cut].strip()

@@ -8,9 +8,10 @@ model use the tiny model from tests/model_fixtures.py instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from komt_bot.engine.base import EngineInfo, EngineStats, GenerationRequest, GenerationUpdate
+from komt_bot.errors import GenerationFailedError
 
 
 class ScriptedEngine:
@@ -48,7 +49,7 @@ class ScriptedEngine:
     def count_tokens(self, text: str) -> int:
         return len(text)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationUpdate]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationUpdate, None]:
         self.prompts.append(request.prompt)
         text = self._answer(request.prompt)
         sent = 0
@@ -56,7 +57,7 @@ class ScriptedEngine:
             for start in range(0, len(text), self.piece_chars):
                 await asyncio.sleep(self.delay)
                 if self.fail_with:
-                    raise RuntimeError(self.fail_with)
+                    raise GenerationFailedError(self.fail_with)
                 piece = text[start : start + self.piece_chars]
                 if sent == 1 and self.gate is not None:
                     await self.gate.wait()

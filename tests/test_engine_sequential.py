@@ -1,4 +1,4 @@
-"""The sequential engine (one request at a time) on the tiny real model."""
+"""The sequential engine (one request at a time) on the tiny real model, alone and behind a worker."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from komt_bot.engine import GenerationRequest, GenerationStream, SamplingParams
 from komt_bot.engine.loading import LoadedModel, load_model
 from komt_bot.engine.sequential import SequentialEngine
-from komt_bot.settings import GenerationSettings, ModelSettings
+from komt_bot.errors import EnginePromptTooLongError
+from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.prompt import render_turn
+from komt_bot.queue import JobQueue
+from komt_bot.settings import GenerationSettings, ModelSettings, Settings
+from tests.helpers import collect_events, running_worker
 from tests.model_fixtures import collect, greedy_reference, joined, stop_across_tokens
 
 PROMPT = "### instruction: 한국의 수도는 어디인가요?\n\n### Response: "
@@ -79,23 +85,21 @@ async def test_closing_the_stream_cancels_between_tokens_and_frees_the_slot(engi
         if update.completion_tokens >= 3:
             break
     await stream.aclose()
-    assert stream.last_update is not None
-    assert stream.last_update.finish_reason == "cancelled"
-    assert stream.last_update.completion_tokens >= 3
+    assert [update async for update in stream] == []  # a closed stream ends at once
     after = await collect(engine.generate(GenerationRequest("next", PROMPT, GREEDY)))
     assert after[-1].finish_reason == "length"
-    assert engine.stats.generated_tokens < 500
+    assert 3 <= engine.stats.generated_tokens - GREEDY.max_new_tokens < 500
 
 
-async def test_cancel_ends_the_stream_with_a_cancelled_update(engine: SequentialEngine) -> None:
+async def test_closing_mid_iteration_ends_the_stream_after_one_update(engine: SequentialEngine) -> None:
     stream = engine.generate(GenerationRequest("c", PROMPT, SamplingParams(max_new_tokens=500, stop=())))
     updates = []
     async for update in stream:
         updates.append(update)
         if len(updates) == 2:
-            stream.cancel()
-    assert updates[-1].finish_reason == "cancelled"
-    assert [u.finished for u in updates].count(True) == 1
+            await stream.aclose()
+    assert len(updates) == 2 and not any(u.finished for u in updates)
+    assert engine.stats.generated_tokens < 500
 
 
 async def test_leaving_the_loop_early_cancels(engine: SequentialEngine) -> None:
@@ -106,8 +110,41 @@ async def test_leaving_the_loop_early_cancels(engine: SequentialEngine) -> None:
     assert engine.stats.generated_tokens < 500
 
 
-async def test_too_long_prompt_is_an_error_update(engine: SequentialEngine) -> None:
-    updates = await collect(engine.generate(GenerationRequest("big", "안녕하세요 " * 200, GREEDY)))
-    assert len(updates) == 1
-    assert updates[0].finish_reason == "error"
-    assert updates[0].error is not None and "the limit is 128" in updates[0].error
+async def test_too_long_prompt_raises_a_typed_error(engine: SequentialEngine) -> None:
+    with pytest.raises(EnginePromptTooLongError, match="the limit is 128") as too_long:
+        await collect(engine.generate(GenerationRequest("big", "안녕하세요 " * 200, GREEDY)))
+    assert too_long.value.limit == 128 and too_long.value.tokens > 128
+
+
+@pytest.fixture
+async def queue(redis_client: aioredis.Redis, settings: Settings) -> AsyncIterator[JobQueue]:
+    q = JobQueue(redis_client, settings.queue)
+    await q.ensure_group()
+    yield q
+
+
+async def test_a_prompt_only_the_engine_finds_too_long_ends_the_job_once(
+    loaded: LoadedModel, tiny_model_dir: Path, queue: JobQueue, settings: Settings
+) -> None:
+    """The prompt builder counts without the BOS token the engine adds: with no safety margin, a question that just
+    fits the builder's budget is one token over the engine's. The engine's typed error ends the job at once as
+    prompt_too_long, like a prompt the builder refuses: one start, no retry."""
+    question = "한국의 수도는 어디인가요?"
+    limit = len(loaded.tokenizer(render_turn(question), add_special_tokens=False)["input_ids"])
+    model = settings_for(tiny_model_dir).model_copy(update={"max_prompt_tokens": limit})
+    config = settings.model_copy(update={"model": model})
+    tight = SequentialEngine(loaded, model, GenerationSettings())
+    try:
+        async with running_worker(queue, tight, config) as worker:
+            worker.runner.prompt_margin_tokens = 0
+            sub = await queue.submit(
+                JobRequest(conversation=[Turn(role="user", text=question)], origin=Origin(platform="test", channel="C"))
+            )
+            events = await collect_events(queue, sub.job_id)
+    finally:
+        await tight.close()
+    assert [e.type for e in events] == ["start", "error"]
+    assert events[-1].code == "prompt_too_long"
+    assert events[-1].message == f"prompt is {limit + 1} tokens, the limit is {limit}"  # the engine said so
+    assert (await queue.job(sub.job_id)).state == "failed"
+    assert tight.stats.generated_tokens == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -40,10 +40,10 @@ class BatchingScriptedEngine(ScriptedEngine):
         super().__init__(answer, delay=0.01)
         self.active = 0
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationUpdate]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationUpdate, None]:
         self.active += 1
         try:
-            async with contextlib.aclosing(super().generate(request)) as updates:  # type: ignore[type-var]
+            async with contextlib.aclosing(super().generate(request)) as updates:
                 async for update in updates:
                     self.stats.batch_sizes.append(self.active)
                     yield update

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from komt_bot.engine.reply import TextReplyDecoder
 from komt_bot.errors import EmptyPromptError, PromptTooLongError
 from komt_bot.jobs import Turn
-from komt_bot.prompt import build_prompt, check_question, clean_answer, extract_answer, render_turn, sanitize
+from komt_bot.prompt import build_prompt, check_question, clean_answer, render_turn, sanitize
 
 
 def words(text: str) -> int:
@@ -78,9 +79,10 @@ def test_empty_and_too_long_questions_are_refused() -> None:
     assert check_question("  안녕  ", max_chars=100) == "안녕"
 
 
-def test_answer_extraction_stops_at_the_first_stop_sequence() -> None:
+def test_an_answer_ends_at_the_first_stop_sequence() -> None:
     generated = "제주도 1박2일 코스입니다.\n### instruction: 다음 질문"
-    assert extract_answer(generated, ("###", "</s>")) == "제주도 1박2일 코스입니다."
+    step = TextReplyDecoder(("###", "</s>")).feed(generated)
+    assert (step.text.strip(), step.finish_reason) == ("제주도 1박2일 코스입니다.", "stop")
     assert render_turn("a", "b") == "### instruction: a\n\n### Response: b"
 
 

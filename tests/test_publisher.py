@@ -1,4 +1,5 @@
-"""The worker's publisher against the real Redis: one call per tick for every running job, first text at once."""
+"""The worker's publisher against the real Redis (one call per tick for every running job, first text at once), and
+the attempt whose state it asks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import cast
 import pytest
 import redis.asyncio as aioredis
 
-from komt_bot.jobs import Event, JobRequest, Origin, Turn
+from komt_bot.jobs import ClaimedJob, Event, JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue
+from komt_bot.queue.working import TextPiece
 from komt_bot.settings import Settings
-from komt_bot.worker.publisher import JobText, Publisher
+from komt_bot.worker.attempt import Attempt, AttemptState
+from komt_bot.worker.publisher import Publisher
 from tests.fake_engine import ScriptedEngine
 from tests.helpers import running_worker
 
@@ -40,10 +43,10 @@ async def test_one_call_publishes_the_text_of_every_running_job(queue: JobQueue,
     for i in range(3):
         await queue.submit(question(f"질문 {i}"))
     jobs = await queue.claim("hand-worker", 3)
-    texts = [JobText(job) for job in jobs]
-    publisher = Publisher(queue, 60.0, lambda: texts)
-    for i, text in enumerate(texts):
-        text.pending = f"{i}번째 답변의 앞부분"
+    attempts = [Attempt(job) for job in jobs]
+    publisher = Publisher(queue, 60.0, lambda: attempts)
+    for i, attempt in enumerate(attempts):
+        attempt.add_text(f"{i}번째 답변의 앞부분")
 
     await publisher.publish_pending()
 
@@ -52,7 +55,7 @@ async def test_one_call_publishes_the_text_of_every_running_job(queue: JobQueue,
         entries = cast(list[tuple[str, dict[str, str]]], await redis_client.xrange(queue.keys.out(job.job_id)))
         deltas = [Event.decode(entry_id, fields) for entry_id, fields in entries if fields["type"] == "delta"]
         assert [e.text for e in deltas] == [f"{i}번째 답변의 앞부분"]
-    assert not any(text.lost.is_set() for text in texts)
+    assert not any(attempt.is_lost for attempt in attempts)
 
 
 async def test_an_answers_first_text_does_not_wait_for_the_coalescing_tick(queue: JobQueue, settings: Settings) -> None:
@@ -73,3 +76,33 @@ async def test_an_answers_first_text_does_not_wait_for_the_coalescing_tick(queue
         await earlier_events.aclose()
     assert "".join(e.text for e in rest if e.type == "delta") == " 그리고 나머지 이야기입니다."
     assert rest[-1].type == "done"
+
+
+async def test_a_finishing_attempts_text_waits_for_its_end(queue: JobQueue) -> None:
+    """Once an attempt writes its end, no tick takes its text: the end carries it, after what went out before."""
+    await queue.submit(question("질문"))
+    [job] = await queue.claim("hand-worker", 1)
+    attempt = Attempt(job)
+    publisher = Publisher(queue, 60.0, lambda: [attempt])
+    assert attempt.add_text("첫")  # an answer's first text
+    await publisher.publish_pending()
+    assert not attempt.add_text("마지막")
+    assert attempt.begin_finishing()
+    await publisher.publish_pending()
+    assert publisher.calls == 1
+    assert attempt.take() == TextPiece(job, 2, "마지막")
+
+
+def test_an_attempt_moves_one_way() -> None:
+    job = ClaimedJob("j1", "1-0", 1, question("질문"))
+    cancelled = Attempt(job)
+    assert cancelled.request_cancel() and cancelled.cancel_requested and cancelled.publishing
+    assert not cancelled.request_cancel()  # once is enough
+    assert cancelled.begin_finishing() and cancelled.state == AttemptState.FINISHING
+    assert not cancelled.mark_lost()  # a heartbeat that was on its way while it finished: not lost
+    cancelled.end()
+    assert not cancelled.mark_lost() and not cancelled.request_cancel()
+    lost = Attempt(job)
+    assert lost.mark_lost() and lost.is_lost and not lost.publishing
+    assert not lost.begin_finishing()  # a lost attempt writes no end
+    assert not lost.request_cancel()

@@ -1,7 +1,9 @@
 """The engine interface the worker drives.
 
-An engine owns one loaded model and turns :class:`GenerationRequest` objects into a stream of
-:class:`GenerationUpdate` objects. The worker never touches torch: it only sees this module's plain dataclasses.
+An engine owns one loaded model and turns :class:`GenerationRequest` objects into a :class:`GenerationStream` of
+:class:`GenerationUpdate` objects. A request that fails raises from the stream, always a
+:class:`~komt_bot.errors.EngineError` subclass: one error channel, for the built-in engines and the remote one alike.
+The worker never touches torch: it only sees this module's plain dataclasses.
 A sequential engine serves one request at a time; a batching engine decodes every in-flight request together.
 Both have the same surface, so the worker does not care which one it has.
 """
@@ -12,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,6 @@ class GenerationUpdate:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,25 @@ class EngineStats:
 
 
 @runtime_checkable
+class GenerationStream(Protocol):
+    """What ``generate`` returns: the request's updates, and ``aclose()`` to let go of it.
+
+    Iterating it raises :class:`~komt_bot.errors.EnginePromptTooLongError` when the prompt is over the engine's
+    limit, :class:`~komt_bot.errors.EngineUnavailableError` when the model server stayed away, and
+    :class:`~komt_bot.errors.GenerationFailedError` when generating failed. ``aclose()`` cancels the request if it
+    is still running (and frees its slot); dropping the stream does the same.
+    """
+
+    def __aiter__(self) -> AsyncIterator[GenerationUpdate]: ...
+
+    async def __anext__(self) -> GenerationUpdate: ...
+
+    async def aclose(self) -> None:
+        """Cancel the request (if still running) and end the stream at once."""
+        ...
+
+
+@runtime_checkable
 class Engine(Protocol):
     """A loaded model that streams answers."""
 
@@ -88,10 +108,11 @@ class Engine(Protocol):
         """Tokens ``text`` takes in this model's tokenizer (used to fit a conversation into the budget)."""
         ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationUpdate]:
+    def generate(self, request: GenerationRequest) -> GenerationStream:
         """Stream the answer to ``request``; the last update has ``finished=True``.
 
-        Closing the iterator early (``aclose()`` or leaving an ``async for``) cancels the request and frees its slot.
+        A failure raises from the stream (see :class:`GenerationStream`). Closing it early (``aclose()`` or leaving
+        an ``async for``) cancels the request and frees its slot.
         """
         ...
 
@@ -106,31 +127,4 @@ class CheckedEngine(Protocol):
 
     async def check(self) -> str | None:
         """None when the backend answers; otherwise one line saying why not. Never raises, never hangs."""
-        ...
-
-
-@runtime_checkable
-class GenerationStream(Protocol):
-    """What the built-in engines' ``generate`` returns: an async iterator that can also be cancelled in place.
-
-    ``cancel()`` stops the request and frees its slot; the stream then yields one last update with
-    ``finish_reason="cancelled"`` (and the usage so far) and ends. ``aclose()``, or dropping the stream, cancels the
-    same way without waiting for that update; ``last_update`` still records it.
-    """
-
-    def __aiter__(self) -> GenerationStream: ...
-
-    async def __anext__(self) -> GenerationUpdate: ...
-
-    @property
-    def last_update(self) -> GenerationUpdate | None:
-        """The final update of the request once it has one (also after ``aclose()``)."""
-        ...
-
-    def cancel(self) -> None:
-        """Stop generating; the stream ends with a ``"cancelled"`` update."""
-        ...
-
-    async def aclose(self) -> None:
-        """Cancel (if still running) and end the stream at once."""
         ...

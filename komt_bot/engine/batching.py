@@ -13,7 +13,7 @@ Sharp edges of the manager this module handles (measured on transformers 5.24):
 - on CPU the default KV cache takes 60% of RAM: it is sized from the settings instead;
 - when the generation thread dies (an exception in a step, a hard stop, a closed event loop) every in-flight request
   is resubmitted to a fresh manager with the tokens it already has appended to its prompt, so nobody loses their
-  answer; ``stats.restarts`` counts it. A request that keeps failing ends with an error update.
+  answer; ``stats.restarts`` counts it. A request that keeps failing raises :class:`GenerationFailedError`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from komt_bot.engine.policy import (
 )
 from komt_bot.engine.reply import ReplyDecoder
 from komt_bot.engine.stream import RequestChannel, RequestStream
-from komt_bot.errors import EngineError
+from komt_bot.errors import EngineError, GenerationFailedError
 from komt_bot.settings import GenerationSettings, ModelSettings
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class BatchingEngine(EngineCore):
         return RequestStream(RequestChannel(request), self._start)
 
     async def close(self) -> None:
-        """End every in-flight request with an error update and stop the generation thread."""
+        """Fail every in-flight request (:class:`GenerationFailedError`) and stop the generation thread."""
         self._closed = True
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None and watchdog.get_loop() is asyncio.get_running_loop():
@@ -121,7 +121,7 @@ class BatchingEngine(EngineCore):
             await asyncio.gather(watchdog, return_exceptions=True)
         for item in list(self._in_flight.values()):
             self._forget(item, still_running=True)
-            item.channel.finish("", "error", error="engine is closing")
+            item.channel.fail(GenerationFailedError("engine is closing"))
         manager, self._manager = self._manager, None
         if manager is not None:
             await asyncio.to_thread(_stop_manager, manager)
@@ -132,10 +132,10 @@ class BatchingEngine(EngineCore):
         try:
             self._bind_loop()
             if channel.request_id in self._in_flight:
-                raise EngineError(f"request {channel.request_id!r} is already running")
+                raise GenerationFailedError(f"request {channel.request_id!r} is already running")
             prompt_ids = self.encode_prompt(channel.request)
         except EngineError as e:
-            channel.finish("", "error", error=str(e))
+            channel.fail(e)
             return
         channel.prompt_tokens = len(prompt_ids)
         item = _InFlight(channel, self.new_decoder(channel.request.sampling), prompt_ids)
@@ -147,12 +147,12 @@ class BatchingEngine(EngineCore):
 
     def _bind_loop(self) -> None:
         if self._closed:
-            raise EngineError("engine is closed")
+            raise GenerationFailedError("engine is closed")
         loop = asyncio.get_running_loop()
         if self._loop is loop:
             return
         if self._loop is not None and not self._loop.is_closed() and self._in_flight:
-            raise EngineError("the engine is serving requests on another event loop")
+            raise GenerationFailedError("the engine is serving requests on another event loop")
         # A new loop (e.g. successive asyncio.run calls): tasks, callbacks and readers of the old one are gone.
         for abandoned in list(self._in_flight.values()):
             self._forget(abandoned, still_running=True)
@@ -164,7 +164,7 @@ class BatchingEngine(EngineCore):
         except Exception as e:
             log.exception("could not submit request %s", item.request_id)
             self._in_flight.pop(item.request_id, None)
-            item.channel.finish("", "error", error=f"could not start generating: {type(e).__name__}: {e}")
+            item.channel.fail(GenerationFailedError(f"could not start generating: {type(e).__name__}: {e}"))
 
     def _submit(self, item: _InFlight) -> None:
         manager = self._ensure_manager()
@@ -265,7 +265,7 @@ class BatchingEngine(EngineCore):
             return  # the whole manager is going down: the watchdog resubmits this request
         log.warning("request %s failed: %s", item.request_id, error)
         self._forget(item, still_running=False)
-        item.channel.finish("", "error", error=f"generation failed: {error}")
+        item.channel.fail(GenerationFailedError(f"generation failed: {error}"))
 
     def _on_cancel(self, channel: RequestChannel) -> None:
         item = self._in_flight.get(channel.request_id)
@@ -336,7 +336,7 @@ class BatchingEngine(EngineCore):
             item.resubmits += 1
             if item.resubmits > MAX_RESUBMITS:
                 self._in_flight.pop(item.request_id, None)
-                item.channel.finish("", "error", error=f"generation thread died: {reason}")
+                item.channel.fail(GenerationFailedError(f"generation thread died: {reason}"))
         if not self._closed:
             self._submit_waiting()
 

@@ -6,7 +6,7 @@ from komt_bot.engine.base import EngineInfo, EngineStats, GenerationRequest, Sam
 from komt_bot.engine.detokenizer import TokenBytes
 from komt_bot.engine.loading import LoadedModel
 from komt_bot.engine.reply import ReplyDecoder
-from komt_bot.errors import EngineError
+from komt_bot.errors import EnginePromptTooLongError, GenerationFailedError
 from komt_bot.settings import GenerationSettings, ModelSettings
 
 MAX_RECORDED_BATCHES = 10_000  # stats.batch_sizes keeps this many recent entries
@@ -56,13 +56,13 @@ class EngineCore:
         return len(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode_prompt(self, request: GenerationRequest) -> list[int]:
-        """The prompt's token ids (BOS first); an :class:`EngineError` past ``max_prompt_tokens``."""
+        """The prompt's token ids (BOS first); an :class:`EnginePromptTooLongError` past ``max_prompt_tokens``."""
         ids = [int(i) for i in self.loaded.tokenizer(request.prompt)["input_ids"]]
         limit = self.model_settings.max_prompt_tokens
         if len(ids) > limit:
-            raise EngineError(f"prompt is {len(ids)} tokens, the limit is {limit}")
+            raise EnginePromptTooLongError(len(ids), limit)
         if not ids:
-            raise EngineError("prompt is empty")
+            raise GenerationFailedError("prompt is empty")
         return ids
 
     def new_decoder(self, sampling: SamplingParams) -> ReplyDecoder:

@@ -7,10 +7,11 @@ accept), max_tokens and stop sequences. The server's text goes through the same 
 engines' (:class:`~komt_bot.engine.reply.TextReplyDecoder`), so the answer is the same whether or not the server
 enforced the stops. Closing the stream closes the HTTP response; vLLM and SGLang abort a request whose client left.
 
-Every failure (timed out, an error status, a stream cut off) raises :class:`EngineError` with one readable line; the
-worker then fails the attempt and the queue retries it. A server that refuses connections (restarting, not up yet)
-got nothing, so the request waits for it for up to ``openai.unavailable_seconds`` and then raises
-:class:`EngineUnavailableError`, which ends the job at once with that reason (retrying would only wait again).
+Every failure (timed out, an error status, a stream cut off) raises :class:`GenerationFailedError` with one readable
+line; the worker then fails the attempt and the queue retries it. A server that refuses connections (restarting, not
+up yet) got nothing, so the request waits for it for up to ``openai.unavailable_seconds`` and then raises
+:class:`EngineUnavailableError`, which ends the job at once with that reason (retrying would only wait again). A
+prompt over ``model.max_prompt_tokens`` raises :class:`EnginePromptTooLongError` before anything is sent.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from komt_bot.engine.base import (
 )
 from komt_bot.engine.reply import TextReplyDecoder
 from komt_bot.engine.tokencount import TokenCounter
-from komt_bot.errors import EngineError, EngineUnavailableError
+from komt_bot.errors import EngineError, EnginePromptTooLongError, EngineUnavailableError, GenerationFailedError
 from komt_bot.settings import ModelSettings, OpenAISettings
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ class OpenAIEngine:
         self._unsupported: set[str] = set()
         self._stats = EngineStats()
         self._open_streams = 0
-        self.last_error: str | None = None
         headers = {"Accept": "text/event-stream"}
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
@@ -124,26 +124,21 @@ class OpenAIEngine:
         """HTTP responses open now (one per running request)."""
         return self._open_streams
 
-    @property
-    def refused_fields(self) -> frozenset[str]:
-        """Optional request fields this server refused (left out of every request since)."""
-        return frozenset(self._unsupported)
-
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in the base model's tokenizer, without the BOS token."""
         return self.counter.count(text)
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationUpdate]:
-        """Stream the server's answer; closing the iterator closes the HTTP response (the server aborts)."""
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationUpdate, None]:
+        """Stream the server's answer; closing the stream closes the HTTP response (the server aborts)."""
         return self._generate(request)
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationUpdate]:
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationUpdate, None]:
         if not request.prompt:
-            raise EngineError("prompt is empty")
+            raise GenerationFailedError("prompt is empty")
         prompt_tokens = self.counter.count(request.prompt, with_special=True)
         limit = self.model_settings.max_prompt_tokens
         if prompt_tokens > limit:
-            raise EngineError(f"prompt is {prompt_tokens} tokens, the limit is {limit}")
+            raise EnginePromptTooLongError(prompt_tokens, limit)
         decoder = TextReplyDecoder(request.sampling.stop)
         received: list[str] = []
         usage: dict[str, Any] = {}
@@ -183,9 +178,9 @@ class OpenAIEngine:
                 if step.text:
                     yield update(step.text)
         if server_reason is None:
-            raise EngineError(f"the model server at {self.settings.base_url} ended the stream without finishing")
+            raise self._failure("ended the stream without finishing")
         if server_reason not in ("stop", "length"):
-            raise EngineError(f"the model server at {self.settings.base_url} ended the answer: {server_reason}")
+            raise self._failure(f"ended the answer: {server_reason}")
         step = decoder.finish("length" if server_reason == "length" else "stop", stopped_by_server=stopped_by_server)
         final = update(step.text, step.finish_reason)
         self._ended(final)
@@ -193,7 +188,6 @@ class OpenAIEngine:
 
     def _ended(self, final: GenerationUpdate) -> None:
         self._stats.generated_tokens += final.completion_tokens
-        self.last_error = None
 
     def _payload(self, prompt: str, sampling: SamplingParams) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -303,10 +297,8 @@ class OpenAIEngine:
             chunk.stop_reason = choice.get("stop_reason")
         return chunk
 
-    def _failure(self, what: str, kind: type[EngineError] = EngineError) -> EngineError:
-        error = kind(f"the model server at {self.settings.base_url} {what}")
-        self.last_error = str(error)
-        return error
+    def _failure(self, what: str, kind: type[EngineError] = GenerationFailedError) -> EngineError:
+        return kind(f"the model server at {self.settings.base_url} {what}")
 
     async def check(self) -> str | None:
         """None when the server lists the configured model on ``/models``; else one line saying what is wrong."""
@@ -314,11 +306,9 @@ class OpenAIEngine:
         try:
             response = await self._client.get(url, timeout=CHECK_TIMEOUT_SECONDS)
         except httpx.HTTPError as e:
-            self.last_error = f"the model server at {self.settings.base_url} {_describe(e, self.settings)}"
-            return self.last_error
+            return f"the model server at {self.settings.base_url} {_describe(e, self.settings)}"
         problem = _models_problem(response, self.settings.model)
-        self.last_error = f"the model server at {url} {problem}" if problem else None
-        return self.last_error
+        return f"the model server at {url} {problem}" if problem else None
 
     async def close(self) -> None:
         """Close the HTTP client (open streams are closed by their own generators)."""

@@ -18,7 +18,7 @@ from komt_bot.engine.base import GenerationRequest, SamplingParams
 from komt_bot.engine.common import EngineCore
 from komt_bot.engine.loading import LoadedModel
 from komt_bot.engine.stream import RequestChannel, RequestStream
-from komt_bot.errors import EngineError
+from komt_bot.errors import EngineError, GenerationFailedError
 from komt_bot.settings import GenerationSettings, ModelSettings
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class SequentialEngine(EngineCore):
 
     def _start(self, channel: RequestChannel) -> None:
         if self._closed:
-            channel.finish("", "error", error="engine is closed")
+            channel.fail(GenerationFailedError("engine is closed"))
             return
         task = asyncio.get_running_loop().create_task(self._serve(channel), name=f"komt-seq-{channel.request_id}")
         self._tasks.add(task)
@@ -113,13 +113,13 @@ class SequentialEngine(EngineCore):
                 if not channel.done:
                     await self._run(channel)
         except asyncio.CancelledError:
-            channel.finish("", "error", error="engine is closing")
+            channel.fail(GenerationFailedError("engine is closing"))
             raise
         except EngineError as e:
-            channel.finish("", "error", error=str(e))
+            channel.fail(e)
         except Exception as e:
             log.exception("generation failed for %s", channel.request_id)
-            channel.finish("", "error", error=f"generation failed: {type(e).__name__}: {e}")
+            channel.fail(GenerationFailedError(f"generation failed: {type(e).__name__}: {e}"))
 
     async def _run(self, channel: RequestChannel) -> None:
         request = channel.request

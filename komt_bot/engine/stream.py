@@ -1,8 +1,10 @@
-"""The per-request channel between an engine and the caller of ``generate``.
+"""The per-request channel between a built-in engine and the caller of ``generate``.
 
-The engine side (:class:`RequestChannel`) pushes :class:`GenerationUpdate` objects from the event loop; the caller's
-side (:class:`RequestStream`) is the async iterator. The engine only ever holds the channel, never the stream, so a
-caller that drops its stream (leaves an ``async for`` early) lets it be collected, and that cancels the request.
+The engine side (:class:`RequestChannel`) pushes :class:`GenerationUpdate` objects, or one final
+:class:`~komt_bot.errors.EngineError`, from the event loop; the caller's side (:class:`RequestStream`) is the
+:class:`~komt_bot.engine.base.GenerationStream`, which yields the updates and raises the error. The engine only ever
+holds the channel, never the stream, so a caller that drops its stream (leaves an ``async for`` early) lets it be
+collected, and that cancels the request.
 """
 
 from __future__ import annotations
@@ -13,18 +15,19 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from komt_bot.engine.base import FinishReason, GenerationRequest, GenerationUpdate
+from komt_bot.errors import EngineError
 
 
 class RequestChannel:
-    """Engine-side state of one request's output: a queue of updates and the cancel hook."""
+    """Engine-side state of one request's output: a queue of updates (or its error) and the cancel hook."""
 
     def __init__(self, request: GenerationRequest) -> None:
         self.request = request
-        self.queue: asyncio.Queue[GenerationUpdate] = asyncio.Queue()
+        self.queue: asyncio.Queue[GenerationUpdate | EngineError] = asyncio.Queue()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.last_update: GenerationUpdate | None = None
+        self.done = False  # the request has ended: finished, failed or cancelled
         self.on_cancel: Callable[[RequestChannel], None] | None = None
 
     @property
@@ -32,29 +35,22 @@ class RequestChannel:
         """The request's id."""
         return self.request.request_id
 
-    @property
-    def done(self) -> bool:
-        """Whether the final update has been pushed."""
-        return self.last_update is not None
-
-    def push(self, update: GenerationUpdate) -> None:
-        """Queue an update for the caller (on the event loop thread). Ignored once the request has ended."""
-        if self.done:
-            return
-        self.prompt_tokens = max(self.prompt_tokens, update.prompt_tokens)
-        self.completion_tokens = max(self.completion_tokens, update.completion_tokens)
-        if update.finished:
-            self.last_update = update
-        self.queue.put_nowait(update)
-
     def push_text(self, text: str) -> None:
-        """Queue a delta (nothing when ``text`` is empty)."""
-        if text:
-            self.push(self.update(text))
+        """Queue a delta (nothing when ``text`` is empty). Ignored once the request has ended."""
+        if text and not self.done:
+            self.queue.put_nowait(self.update(text))
 
-    def finish(self, text: str, reason: FinishReason, error: str | None = None) -> None:
-        """Queue the final update."""
-        self.push(replace(self.update(text), finished=True, finish_reason=reason, error=error))
+    def finish(self, text: str, reason: FinishReason) -> None:
+        """Queue the final update. Ignored once the request has ended."""
+        if not self.done:
+            self.done = True
+            self.queue.put_nowait(replace(self.update(text), finished=True, finish_reason=reason))
+
+    def fail(self, error: EngineError) -> None:
+        """End the request with ``error``, which the stream raises. Ignored once the request has ended."""
+        if not self.done:
+            self.done = True
+            self.queue.put_nowait(error)
 
     def update(self, text: str) -> GenerationUpdate:
         """A non-final update carrying the current usage counts."""
@@ -66,10 +62,10 @@ class RequestChannel:
         )
 
     def cancel(self) -> None:
-        """End the request with ``"cancelled"`` and tell the engine to free its slot (on the event loop thread)."""
+        """End the request and tell the engine to free its slot (on the event loop thread)."""
         if self.done:
             return
-        self.finish("", "cancelled")
+        self.done = True
         if self.on_cancel is not None:
             self.on_cancel(self)
 
@@ -83,7 +79,7 @@ class RequestChannel:
 
 
 class RequestStream:
-    """The async iterator ``generate`` returns (see :class:`komt_bot.engine.base.GenerationStream`).
+    """The :class:`~komt_bot.engine.base.GenerationStream` the built-in engines return.
 
     Work starts on the first ``__anext__``; ``start`` is called then, on the running event loop.
     """
@@ -99,11 +95,6 @@ class RequestStream:
         """The request's id."""
         return self._channel.request_id
 
-    @property
-    def last_update(self) -> GenerationUpdate | None:
-        """The request's final update, once there is one."""
-        return self._channel.last_update
-
     def __aiter__(self) -> RequestStream:
         return self
 
@@ -113,16 +104,17 @@ class RequestStream:
         if not self._started:
             self._started = True
             self._channel.loop = asyncio.get_running_loop()
-            if not self._channel.done:  # cancelled before it started
-                self._start(self._channel)
-        update = await self._channel.queue.get()
-        if update.finished:
+            if self._channel.done:  # closed before it started
+                self._ended = True
+                raise StopAsyncIteration
+            self._start(self._channel)
+        item = await self._channel.queue.get()
+        if isinstance(item, EngineError):
             self._ended = True
-        return update
-
-    def cancel(self) -> None:
-        """Stop the request; the next ``__anext__`` returns its final ``"cancelled"`` update."""
-        self._channel.cancel()
+            raise item
+        if item.finished:
+            self._ended = True
+        return item
 
     async def aclose(self) -> None:
         """Cancel the request (if it is still running) and end the iteration."""

@@ -11,30 +11,38 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Literal
 
-from komt_bot.engine.base import Engine, FinishReason, GenerationRequest, GenerationUpdate, SamplingParams
-from komt_bot.errors import EngineUnavailableError, PromptError, PromptTooLongError, QueueError
-from komt_bot.jobs import ClaimedJob
+from komt_bot.engine.base import (
+    Engine,
+    FinishReason,
+    GenerationRequest,
+    GenerationStream,
+    GenerationUpdate,
+    SamplingParams,
+)
+from komt_bot.errors import EmptyPromptError, EnginePromptTooLongError, EngineUnavailableError, PromptError, QueueError
+from komt_bot.jobs import ClaimedJob, ErrorCode
 from komt_bot.prompt import build_prompt, clean_answer
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
+from komt_bot.worker.attempt import Attempt
 from komt_bot.worker.hooks import JobOutcome, WorkerHooks
-from komt_bot.worker.publisher import JobText, Publisher
+from komt_bot.worker.publisher import Publisher
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("komt_bot.jobs")
 
 # The prompt builder counts its pieces separately; the engine counts the whole prompt plus BOS. Tokens can merge
-# differently across the joins, so the builder aims a little under the engine's hard limit.
+# differently across the joins, so the builder aims a little under the engine's hard limit (a prompt that still
+# comes out too long ends the job as prompt_too_long, like one the builder refuses).
 PROMPT_MARGIN_TOKENS = 8
 REQUEUE_GRACE_SECONDS = 3.0  # a stopping worker waits this long to hand a job back; else it is taken over
 
 
-class JobLost(Exception):
-    """Another worker owns the job now (this one froze or was too slow): write nothing more."""
+class _JobLost(Exception):
+    """Private control flow of :class:`JobRunner`: the attempt turned out lost (another worker owns the job); it
+    unwinds to :meth:`JobRunner.run`, which drops the job without writing anything more."""
 
 
 def sampling_for(job: ClaimedJob, settings: Settings) -> SamplingParams:
@@ -50,130 +58,132 @@ def sampling_for(job: ClaimedJob, settings: Settings) -> SamplingParams:
     )
 
 
-@dataclass(eq=False)
-class JobRun:
-    """The state of one running attempt, shared with the worker's background loops."""
-
-    job: ClaimedJob
-    text: JobText
-    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    tokens: int = 0
-    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
-
-
 class JobRunner:
     """Runs attempts on the worker's engine and ends each one exactly once."""
 
     def __init__(
-        self, queue: JobQueue, engine: Engine, settings: Settings, publisher: Publisher, hooks: WorkerHooks
+        self,
+        queue: JobQueue,
+        engine: Engine,
+        settings: Settings,
+        publisher: Publisher,
+        hooks: WorkerHooks,
+        *,
+        prompt_margin_tokens: int = PROMPT_MARGIN_TOKENS,
     ) -> None:
         self.queue = queue
         self.engine = engine
         self.settings = settings
         self.publisher = publisher
         self.hooks = hooks
+        self.prompt_margin_tokens = prompt_margin_tokens
         self.jobs_done = 0
+        self._hand_backs: set[asyncio.Future[bool]] = set()  # requeues that outlive their grace
 
-    async def run(self, run: JobRun) -> None:
+    async def run(self, attempt: Attempt) -> None:
         """The error boundary of one attempt: whatever happens, it ends with an event, goes back, or is dropped."""
-        job = run.job
+        job = attempt.job
         started = time.monotonic()
         try:
-            reason = await self._generate(run)
-            await self._finish(run, reason, started)
+            reason = await self._generate(attempt)
+            await self._finish(attempt, reason, started)
         except asyncio.CancelledError:
-            await self._requeue(run)
+            await self._requeue(attempt)
             raise
-        except JobLost:
-            self._ended(run, "lost", "job dropped", reason="another worker took it over")
-        except PromptError as e:
-            code = "prompt_too_long" if isinstance(e, PromptTooLongError) else "empty_prompt"
-            await self._fail(run, code, str(e), retryable=False)
+        except _JobLost:
+            self._ended(attempt, "lost", "job dropped", reason="another worker took it over")
+        except (PromptError, EnginePromptTooLongError) as e:  # the same prompt would fail again: not retried
+            code = ErrorCode.EMPTY_PROMPT if isinstance(e, EmptyPromptError) else ErrorCode.PROMPT_TOO_LONG
+            await self._fail(attempt, code, str(e), retryable=False)
         except EngineUnavailableError as e:  # the engine already waited for its server: retrying would wait again
             log.warning("job %s: %s", job.job_id, e)
-            await self._fail(run, "engine_unavailable", str(e), retryable=False)
+            await self._fail(attempt, ErrorCode.ENGINE_UNAVAILABLE, str(e), retryable=False)
         except QueueError as e:
             log.warning("job %s: lost the queue: %s (another worker will take it over)", job.job_id, e)
-            self._ended(run, "lost", "job dropped", reason="Redis unreachable")
-        except Exception as e:
+            self._ended(attempt, "lost", "job dropped", reason="Redis unreachable")
+        except Exception as e:  # GenerationFailedError, or a bug: a strike, retried
             log.exception("job %s failed", job.job_id)
-            await self._fail(run, "engine_error", f"{type(e).__name__}: {e}", retryable=True)
+            await self._fail(attempt, ErrorCode.ENGINE_ERROR, f"{type(e).__name__}: {e}", retryable=True)
 
-    async def _generate(self, run: JobRun) -> FinishReason:
-        job = run.job
+    async def _generate(self, attempt: Attempt) -> FinishReason:
+        job = attempt.job
         prompt = build_prompt(
             job.request.conversation,
-            max_tokens=self.settings.model.max_prompt_tokens - PROMPT_MARGIN_TOKENS,
+            max_tokens=self.settings.model.max_prompt_tokens - self.prompt_margin_tokens,
             count_tokens=self.engine.count_tokens,
         )
         stream = self.engine.generate(GenerationRequest(job.job_id, prompt, sampling_for(job, self.settings)))
         try:
-            updates = aiter(stream)
-            update = await _first_update(updates, run.cancel_requested)
+            update = await _first_update(stream, attempt)
             while update is not None:
-                run.usage = {"prompt_tokens": update.prompt_tokens, "completion_tokens": update.completion_tokens}
-                if update.error:
-                    raise RuntimeError(update.error)
-                if run.text.lost.is_set():
-                    raise JobLost
+                attempt.record_usage(update.prompt_tokens, update.completion_tokens)
+                if attempt.is_lost:
+                    raise _JobLost
                 text = clean_answer(update.text)  # the one place, before any reader or sink sees it
                 if text:
-                    run.text.pending += text
-                    self.publisher.wake(first=run.text.seq == 0)
+                    self.publisher.wake(first=attempt.add_text(text))
                 if update.finished:
                     return update.finish_reason or "stop"
-                if run.cancel_requested.is_set():
+                if attempt.cancel_requested:
                     return "cancelled"
-                update = await anext(updates, None)
+                update = await anext(stream, None)
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        return "cancelled" if run.cancel_requested.is_set() else "length"
+            await stream.aclose()
+        return "cancelled" if attempt.cancel_requested else "length"
 
-    async def _finish(self, run: JobRun, reason: FinishReason, started: float) -> None:
+    async def _finish(self, attempt: Attempt, reason: FinishReason, started: float) -> None:
         state: Literal["done", "cancelled"] = "cancelled" if reason == "cancelled" else "done"
         async with self.publisher.lock:  # after any text already on its way
-            run.text.finishing = True
-            tail = run.text.take()
-            if run.text.lost.is_set():
-                raise JobLost
-            owned = await self.queue.finish(run.job, state=state, finish_reason=reason, usage=run.usage, tail=tail)
+            if not attempt.begin_finishing():
+                raise _JobLost
+            tail = attempt.take()
+            usage = attempt.usage
+            owned = await self.queue.finish(attempt.job, state=state, finish_reason=reason, usage=usage, tail=tail)
         if not owned:
-            raise JobLost
+            raise _JobLost
         if tail is not None and tail.seq == 1:
-            self.hooks.first_text(run.job)
+            self.hooks.first_text(attempt.job)
         self.jobs_done += 1
-        self._ended(
-            run, state, "job finished", finish_reason=reason, seconds=round(time.monotonic() - started, 3), **run.usage
-        )
+        seconds = round(time.monotonic() - started, 3)
+        self._ended(attempt, state, "job finished", finish_reason=reason, seconds=seconds, **usage)
 
-    async def _fail(self, run: JobRun, code: str, message: str, *, retryable: bool) -> None:
+    async def _fail(self, attempt: Attempt, code: ErrorCode, message: str, *, retryable: bool) -> None:
         try:
-            outcome = await self.queue.fail(run.job, code=code, message=message, retryable=retryable)
+            outcome = await self.queue.fail(attempt.job, code=code, message=message, retryable=retryable)
         except QueueError as e:
-            log.warning("job %s: could not record its failure: %s", run.job.job_id, e)
-            self._ended(run, "lost", "job dropped", reason="Redis unreachable")
+            log.warning("job %s: could not record its failure: %s", attempt.job_id, e)
+            self._ended(attempt, "lost", "job dropped", reason="Redis unreachable")
             return
         shown: JobOutcome = "dead_letter" if outcome == "dead" else outcome
-        self._ended(run, shown, "job failed", code=code)
+        self._ended(attempt, shown, "job failed", code=str(code))
 
-    async def _requeue(self, run: JobRun) -> None:
-        """The worker is stopping: hand the job back at the head of the queue, without waiting long for Redis."""
+    async def _requeue(self, attempt: Attempt) -> None:
+        """The worker is stopping: hand the job back at the head of the queue, without waiting long for Redis.
+
+        Past the grace the hand-back goes on in the background (the worker exits meanwhile; if it lands, the job
+        is back sooner than a takeover would bring it)."""
+        error = "worker stopped before the answer was finished"
+        hand_back = asyncio.ensure_future(self.queue.requeue(attempt.job, error=error))
+        self._hand_backs.add(hand_back)
+        hand_back.add_done_callback(self._hand_backs.discard)
         try:
-            owned = await asyncio.wait_for(
-                asyncio.shield(self.queue.requeue(run.job, error="worker stopped before the answer was finished")),
-                REQUEUE_GRACE_SECONDS,
-            )
+            async with asyncio.timeout(REQUEUE_GRACE_SECONDS):
+                owned = await asyncio.shield(hand_back)
         except (QueueError, TimeoutError) as e:
-            log.warning("job %s: could not hand it back (%s): another worker takes it over", run.job.job_id, e)
+            log.warning("job %s: could not hand it back (%s): another worker takes it over", attempt.job_id, e)
             owned = False
         except asyncio.CancelledError:
             owned = False
-        self._ended(run, "requeued" if owned else "lost", "job requeued" if owned else "job dropped", reason="drain")
+        if owned:
+            self._ended(attempt, "requeued", "job requeued", reason="drain")
+        else:
+            self._ended(attempt, "lost", "job dropped", reason="drain")
 
-    def _ended(self, run: JobRun, outcome: JobOutcome, message: str, **extra: object) -> None:
-        job = run.job
+    def _ended(self, attempt: Attempt, outcome: JobOutcome, message: str, **extra: object) -> None:
+        attempt.end()
+        job = attempt.job
         with contextlib.suppress(Exception):
-            self.hooks.ended(job, outcome, run.usage.get("completion_tokens", 0))
+            self.hooks.ended(job, outcome, attempt.usage.get("completion_tokens", 0))
         job_log.info(
             message,
             extra={
@@ -186,11 +196,11 @@ class JobRunner:
         )
 
 
-async def _first_update(updates: AsyncIterator[GenerationUpdate], stop: asyncio.Event) -> GenerationUpdate | None:
-    """The stream's first update; None when it is empty or ``stop`` is set first (the engine may be waiting for its
-    server to come back, and a stop button must not wait with it). Later updates are checked between tokens."""
-    first = asyncio.ensure_future(anext(updates, None))
-    stopped = asyncio.ensure_future(stop.wait())
+async def _first_update(stream: GenerationStream, attempt: Attempt) -> GenerationUpdate | None:
+    """The stream's first update; None when it is empty or a stop is requested first (the engine may be waiting for
+    its server to come back, and a stop button must not wait with it). Later updates are checked between tokens."""
+    first = asyncio.ensure_future(anext(stream, None))
+    stopped = asyncio.ensure_future(attempt.until_cancel_requested())
     try:
         await asyncio.wait({first, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:

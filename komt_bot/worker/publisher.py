@@ -1,10 +1,10 @@
 """The worker's publisher: every coalescing tick, all running jobs' new text goes out in one fenced call.
 
-Jobs never wait on Redis to keep generating: each appends its text to its :class:`JobText`, and the publisher
-sends what piled up, one script call per tick for all of them. An answer's first text cuts the wait short, so the
-interval adds nothing to the time to first token. During a Redis outage the call is retried while the
-text keeps piling up, so nothing is dropped; a job the worker turns out to have lost (another worker took it
-over) is told at once through ``lost``.
+Jobs never wait on Redis to keep generating: each appends its text to its
+:class:`~komt_bot.worker.attempt.Attempt`, and the publisher sends what piled up, one script call per tick for all of
+them. An answer's first text cuts the wait short, so the interval adds nothing to the time to first token. During a
+Redis outage the call is retried while the text keeps piling up, so nothing is dropped; an attempt the worker turns
+out to have lost (another worker took the job over) is marked lost at once.
 """
 
 from __future__ import annotations
@@ -14,34 +14,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from komt_bot.errors import QueueError
 from komt_bot.jobs import ClaimedJob
 from komt_bot.queue import JobQueue
-from komt_bot.queue.working import TextPiece
+from komt_bot.worker.attempt import Attempt
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class JobText:
-    """The text of one running attempt: what is not published yet, and how many pieces went out."""
-
-    job: ClaimedJob
-    pending: str = ""
-    seq: int = 0
-    lost: asyncio.Event = field(default_factory=asyncio.Event)
-    finishing: bool = False
-
-    def take(self) -> TextPiece | None:
-        """The pending text as the next piece (None when there is none)."""
-        if not self.pending:
-            return None
-        self.seq += 1
-        piece = TextPiece(self.job, self.seq, self.pending)
-        self.pending = ""
-        return piece
 
 
 class Publisher:
@@ -51,13 +30,13 @@ class Publisher:
         self,
         queue: JobQueue,
         interval: float,
-        jobs: Callable[[], Iterable[JobText]],
+        attempts: Callable[[], Iterable[Attempt]],
         *,
         on_first_text: Callable[[ClaimedJob], None] | None = None,
     ) -> None:
         self.queue = queue
         self.interval = interval
-        self._jobs = jobs
+        self._attempts = attempts
         self._on_first_text = on_first_text
         self._due = asyncio.Event()
         self._first_text = asyncio.Event()
@@ -86,22 +65,20 @@ class Publisher:
             await self.publish_pending()
 
     async def publish_pending(self) -> None:
-        """Send every job's pending text now (one call)."""
+        """Send every publishing attempt's pending text now (one call)."""
         async with self.lock:
-            pieces = [piece for text in self._jobs() if not text.finishing if (piece := text.take())]
-            if not pieces:
+            taken = [(a, piece) for a in self._attempts() if a.publishing if (piece := a.take())]
+            if not taken:
                 return
             self.calls += 1
             try:
-                lost = await self.queue.publish_text(pieces)
+                lost = await self.queue.publish_text([piece for _attempt, piece in taken])
             except QueueError as e:
                 window = self.queue.settings.outage_seconds
                 log.warning("could not publish for %.0f s: %s; giving these answers up", window, e)
-                lost = {piece.job.job_id for piece in pieces}
-        texts = {text.job.job_id: text for text in self._jobs()}
-        for piece in pieces:
-            if piece.job.job_id in lost:
-                if piece.job.job_id in texts:
-                    texts[piece.job.job_id].lost.set()
+                lost = {attempt.job_id for attempt, _piece in taken}
+        for attempt, piece in taken:
+            if attempt.job_id in lost:
+                attempt.mark_lost()
             elif piece.seq == 1 and self._on_first_text is not None:
                 self._on_first_text(piece.job)

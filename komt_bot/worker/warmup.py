@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from komt_bot.engine.base import CheckedEngine, Engine, GenerationRequest, SamplingParams
+from komt_bot.errors import EngineError
 from komt_bot.eval.questions import load_questions
 from komt_bot.prompt import render_turn
 
@@ -40,8 +41,8 @@ async def warm_up(
 ) -> None:
     """Generate ``width`` short answers at once (default :func:`warm_up_width`) and throw them away.
 
-    An answer that ends with an error is logged, not raised: the worker serves anyway, and each job says what
-    went wrong in its own thread.
+    An answer that fails (an :class:`EngineError`) is logged, not raised: the worker serves anyway, and each job
+    says what went wrong in its own thread.
     """
     sampling = SamplingParams(max_new_tokens=new_tokens)
     prompts = warm_up_prompts(engine, warm_up_width(engine) if width is None else width, max_prompt_tokens)
@@ -50,9 +51,11 @@ async def warm_up(
         return
 
     async def one(index: int, prompt: str) -> str | None:
-        async for update in engine.generate(GenerationRequest(f"warm-up-{index}", prompt, sampling)):
-            if update.error:
-                return update.error
+        try:
+            async for _update in engine.generate(GenerationRequest(f"warm-up-{index}", prompt, sampling)):
+                pass
+        except EngineError as e:
+            return str(e)
         return None
 
     errors = [error for error in await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))) if error]

@@ -10,6 +10,9 @@ One process, one engine, up to ``capacity`` jobs at once (the engine batches the
 * draining: after :meth:`Worker.stop` (SIGTERM) it takes no new jobs, lets running ones finish until
   ``drain_seconds``, and puts the rest back at the head of the queue; it exits within a few seconds of that
   whatever Redis does (a job it could not hand back is taken over by another worker).
+
+Each running job's state is one :class:`~komt_bot.worker.attempt.Attempt`: the job's task, the publisher and these
+loops ask it and move it through its methods.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from komt_bot.jobs import ClaimedJob
 from komt_bot.queue import JobQueue
 from komt_bot.queue.presence import WorkerRecord
 from komt_bot.settings import Settings
+from komt_bot.worker.attempt import Attempt
 from komt_bot.worker.hooks import NoHooks, WorkerHooks
-from komt_bot.worker.job import JobRun, JobRunner
-from komt_bot.worker.publisher import JobText, Publisher
+from komt_bot.worker.job import JobRunner
+from komt_bot.worker.publisher import Publisher
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("komt_bot.jobs")
@@ -68,11 +72,11 @@ class Worker:
         self.publisher = Publisher(
             queue,
             settings.worker.coalesce_ms / 1000,
-            lambda: (run.text for run in self._runs.values()),
+            lambda: self._attempts.values(),
             on_first_text=self.hooks.first_text,
         )
         self.runner = JobRunner(queue, engine, settings, self.publisher, self.hooks)
-        self._runs: dict[str, JobRun] = {}
+        self._attempts: dict[str, Attempt] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -88,7 +92,7 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Jobs running now."""
-        return len(self._runs)
+        return len(self._attempts)
 
     @property
     def jobs_done(self) -> int:
@@ -116,18 +120,19 @@ class Worker:
                 task.cancel()
             await asyncio.wait(background, timeout=STOP_GRACE_SECONDS)
             with contextlib.suppress(QueueError, TimeoutError):
-                await asyncio.wait_for(self.queue.presence.remove("worker", self.name), PRESENCE_REMOVE_SECONDS)
+                async with asyncio.timeout(PRESENCE_REMOVE_SECONDS):
+                    await self.queue.presence.remove("worker", self.name)
             log.info("worker %s stopped after %d jobs", self.name, self.jobs_done)
 
     async def _claim_loop(self, *, burst: bool) -> None:
         down_since: float | None = None  # when claims began to fail: one warning an outage, not one a second
         while not self._stopping.is_set():
-            free = self.capacity - len(self._runs)
+            free = self.capacity - len(self._attempts)
             if free <= 0:
                 self._wake.clear()
                 await self._wait_for_room()
                 continue
-            block = 0.05 if burst else (0.01 if self._runs else IDLE_CLAIM_BLOCK_SECONDS)
+            block = 0.05 if burst else (0.01 if self._attempts else IDLE_CLAIM_BLOCK_SECONDS)
             try:
                 jobs = await self._claim_unless_stopping(free, block)
             except QueueError as e:
@@ -144,9 +149,9 @@ class Worker:
             if jobs:
                 with contextlib.suppress(Exception):
                     await self.hooks.claimed(jobs)
-            if burst and not jobs and not self._runs:
+            if burst and not jobs and not self._attempts:
                 return
-            if not jobs and self._runs:
+            if not jobs and self._attempts:
                 self._wake.clear()
                 await self._wait_for_room(0.05)
 
@@ -173,27 +178,29 @@ class Worker:
 
     async def _wait_for_room(self, seconds: float = 1.0) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     def _start(self, job: ClaimedJob) -> None:
-        run = JobRun(job, JobText(job))
-        self._runs[job.job_id] = run
-        task = asyncio.create_task(self.runner.run(run), name=f"job-{job.job_id}")
+        attempt = Attempt(job)
+        self._attempts[job.job_id] = attempt
+        task = asyncio.create_task(self.runner.run(attempt), name=f"job-{job.job_id}")
         self._tasks[job.job_id] = task
-        task.add_done_callback(lambda _t: self._forget(job.job_id, run))
+        task.add_done_callback(lambda _t: self._forget(attempt))
         job_log.info(
             "job started",
             extra={"job_id": job.job_id, "attempt": job.attempt, "platform": job.request.origin.platform},
         )
 
-    def _forget(self, job_id: str, run: JobRun) -> None:
-        if self._runs.get(job_id) is run:
-            self._runs.pop(job_id, None)
-            self._tasks.pop(job_id, None)
+    def _forget(self, attempt: Attempt) -> None:
+        if self._attempts.get(attempt.job_id) is attempt:
+            self._attempts.pop(attempt.job_id, None)
+            self._tasks.pop(attempt.job_id, None)
         self._wake.set()
 
     async def _drain(self) -> None:
@@ -211,11 +218,9 @@ class Worker:
 
     def _count_tokens(self) -> None:
         now = time.monotonic()
-        for run in self._runs.values():
-            total = run.usage.get("completion_tokens", 0)
-            if total > run.tokens:
-                self._tokens_window.append((now, total - run.tokens))
-                run.tokens = total
+        for attempt in self._attempts.values():
+            if fresh := attempt.new_tokens():
+                self._tokens_window.append((now, fresh))
 
     def tokens_per_second(self, window_seconds: float = 10.0) -> float:
         """Tokens generated per second over the last ``window_seconds``."""
@@ -241,7 +246,7 @@ class Worker:
             engine_ok=self._engine_ok,
             engine_error=self._engine_error,
             capacity=self.capacity,
-            in_flight=len(self._runs),
+            in_flight=len(self._attempts),
             tokens_per_second=round(self.tokens_per_second(), 2),
             jobs_done=self.jobs_done,
             draining=self._stopping.is_set(),
@@ -256,13 +261,13 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.queue.heartbeat_seconds)
             try:
-                runs = list(self._runs.values())
-                lost = await self.queue.heartbeat(self.name, [run.job for run in runs])
-                for run in runs:
-                    # A job that finished while the heartbeat was on its way is no longer running: not lost.
-                    if run.job.job_id in lost and not run.text.finishing:
-                        log.warning("worker %s: job %s is another worker's now; dropping it", self.name, run.job.job_id)
-                        run.text.lost.set()
+                attempts = list(self._attempts.values())
+                lost = await self.queue.heartbeat(self.name, [attempt.job for attempt in attempts])
+                for attempt in attempts:
+                    # A job that finished while the heartbeat was on its way is no longer running: mark_lost says
+                    # no to it (it is finishing or ended), and nothing is reported.
+                    if attempt.job_id in lost and attempt.mark_lost():
+                        log.warning("worker %s: job %s is another worker's now; dropping it", self.name, attempt.job_id)
                 await self._publish_record()
             except QueueError as e:
                 log.warning("worker %s: heartbeat failed: %s", self.name, e)
@@ -285,14 +290,13 @@ class Worker:
     async def _cancel_loop(self) -> None:
         while True:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            if not self._runs:
+            if not self._attempts:
                 continue
             try:
                 async with asyncio.timeout(LOOP_CALL_TIMEOUT_SECONDS):  # not wait_for: it can swallow a cancel
-                    flagged = await self.queue.cancelled(list(self._runs))
+                    flagged = await self.queue.cancelled(list(self._attempts))
             except (QueueError, TimeoutError):
                 continue
             for job_id in flagged:
-                run = self._runs.get(job_id)
-                if run:
-                    run.cancel_requested.set()
+                if attempt := self._attempts.get(job_id):
+                    attempt.request_cancel()
