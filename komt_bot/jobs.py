@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -31,9 +31,6 @@ class ErrorCode(StrEnum):
     EMPTY_PROMPT = "empty_prompt"  # nothing left to ask
     ENGINE_ERROR = "engine_error"  # generation raised (a strike: retried)
     ENGINE_UNAVAILABLE = "engine_unavailable"  # the model server stayed away longer than a question waits
-
-
-DEAD_LETTER_CODE = ErrorCode.DEAD_LETTER
 
 
 def new_job_id() -> str:
@@ -80,8 +77,20 @@ class JobRequest(BaseModel):
         return self.conversation[-1].text
 
 
+class EncodedEvent(NamedTuple):
+    """An event as a script appends it to the output stream: its ``type`` and ``data`` fields."""
+
+    type: str
+    data: str
+
+
 class Event(BaseModel):
-    """One entry of a job's output stream."""
+    """One entry of a job's output stream.
+
+    The wire format is owned here: :meth:`encode` gives the ``type`` and ``data`` (JSON) stream fields, and the
+    scripts append them as given. The one value only a script knows, the attempt it numbers a ``start`` or
+    ``error`` event with (its fencing token), is a stream field of its own, ``attempt``; :meth:`decode` reads both.
+    """
 
     id: str = ""
     type: EventType
@@ -97,10 +106,16 @@ class Event(BaseModel):
         """True for the job's last event (``done`` or ``error``)."""
         return self.type in ("done", "error")
 
+    def encode(self) -> EncodedEvent:
+        """The stream fields a script appends for this event (its ``attempt`` is the script's to add)."""
+        return EncodedEvent(self.type, self.model_dump_json(exclude={"id", "type", "attempt"}, exclude_defaults=True))
+
     @classmethod
     def decode(cls, entry_id: str, fields: Mapping[str, str]) -> Event:
-        """One output-stream entry (``type`` plus a JSON ``data`` field) as an :class:`Event`."""
+        """One output-stream entry (``type``, a JSON ``data`` field and maybe ``attempt``) as an :class:`Event`."""
         data = json.loads(fields.get("data") or "{}")
+        if fields.get("attempt"):
+            data["attempt"] = fields["attempt"]
         return cls.model_validate({**data, "id": entry_id, "type": fields.get("type", "error")})
 
 
@@ -207,7 +222,7 @@ class JobRecord:
     @property
     def dead_lettered(self) -> bool:
         """A failed job that went to the dead-letter stream."""
-        return self.error_code == DEAD_LETTER_CODE
+        return self.error_code == ErrorCode.DEAD_LETTER
 
     def public_fields(self) -> dict[str, str]:
         """The hash as JSON-ready data, without the raw request (the conversation is shown parsed instead)."""
@@ -231,6 +246,15 @@ class ClaimedJob:
     entry_id: str
     attempt: int
     request: JobRequest
+
+
+@dataclass(frozen=True, slots=True)
+class TextPiece:
+    """Text a worker publishes for one job: the ``seq``-th piece of its current attempt."""
+
+    job: ClaimedJob
+    seq: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True)

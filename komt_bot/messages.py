@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 from komt_bot.errors import BacklogFullError, EmptyPromptError, KomtError, PromptTooLongError, QueueError
+from komt_bot.jobs import ErrorCode
 
 
 def queued(ahead: int | None) -> str:
@@ -85,14 +86,15 @@ def rate_limited(seconds: float) -> str:
 
 
 def failed(code: str | None, detail: str | None) -> str:
-    """The job ended with an error event."""
-    if code == "dead_letter":
+    """The job ended with an error event (``code`` is an :class:`~komt_bot.jobs.ErrorCode`; any other, or none,
+    gets the generic line with ``detail``)."""
+    if code == ErrorCode.DEAD_LETTER:
         return "💥 여러 번 시도했지만 답변을 만들지 못했습니다 / the answer failed after several attempts"
-    if code == "prompt_too_long":
+    if code == ErrorCode.PROMPT_TOO_LONG:
         return "📏 대화가 너무 길어 모델에 넣을 수 없습니다 / the conversation is too long for the model"
-    if code == "empty_prompt":
+    if code == ErrorCode.EMPTY_PROMPT:
         return EMPTY
-    if code == "engine_unavailable":
+    if code == ErrorCode.ENGINE_UNAVAILABLE:
         return ENGINE_UNAVAILABLE
     reason = f" ({detail[:200]})" if detail else ""
     return f"💥 답변 중 오류가 났습니다 / the answer failed{reason}"

@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 from komt_bot.cli import app
 from komt_bot.cli.queue import redis_location, watch_status
 from komt_bot.cli.render import seconds
-from komt_bot.jobs import ClaimedJob, JobRequest, Origin, Turn
+from komt_bot.jobs import ClaimedJob, ErrorCode, JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue
 from komt_bot.queue.inspect import QueueAdmin
 from komt_bot.queue.presence import WorkerRecord
@@ -98,7 +98,9 @@ async def dead_letter(queue: JobQueue, text: str = "계속 실패하는 질문")
     """Submit a job and fail it retryably until it lands in the dead-letter stream; its id (call with none waiting)."""
     job_id = (await queue.submit(ask(text))).job_id
     while (
-        await queue.fail(await claim_one(queue, "flaky"), code="engine_error", message="CUDA OOM", retryable=True)
+        await queue.fail(
+            await claim_one(queue, "flaky"), code=ErrorCode.ENGINE_ERROR, message="CUDA OOM", retryable=True
+        )
         == "retried"
     ):
         pass
@@ -158,7 +160,7 @@ async def test_status_shows_the_live_worker_and_its_running_job(cli: Cli, queue:
 
 async def _in_flight(admin: QueueAdmin, count: int) -> bool:
     workers = await admin.workers()
-    return bool(workers) and workers[0].in_flight == count
+    return bool(workers) and workers[0].record.in_flight == count
 
 
 async def _state(queue: JobQueue, job_id: str, state: str) -> bool:
@@ -168,7 +170,8 @@ async def _state(queue: JobQueue, job_id: str, state: str) -> bool:
 async def test_status_marks_a_dead_workers_job_and_a_stale_worker_record(cli: Cli, queue: JobQueue) -> None:
     job_id = (await queue.submit(ask())).job_id
     await claim_one(queue, "ghost")
-    await queue.presence.publish("worker", "sleepy", WorkerRecord(name="sleepy", host="h2", model="komt", capacity=2))
+    sleepy = WorkerRecord(name="sleepy", host="h2", model="komt", capacity=2, stale_after=0.6)  # 3 heartbeats
+    await queue.presence.publish("worker", "sleepy", sleepy)
     admin = QueueAdmin(queue)
     await eventually(lambda: _stale(admin))
     data = await cli.json("queue", "status")

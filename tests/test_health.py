@@ -88,7 +88,9 @@ async def _waited(admin: QueueAdmin, seconds: float) -> bool:
 
 
 async def test_a_stale_worker_record_is_unhealthy(cli: Cli, queue: JobQueue) -> None:
-    await queue.presence.publish("worker", "gpu-2", WorkerRecord(name="gpu-2", host=socket.gethostname()))
+    # what a worker with these settings promises: three heartbeat periods (the record carries its own staleness)
+    record = WorkerRecord(name="gpu-2", host=socket.gethostname(), stale_after=0.6)
+    await queue.presence.publish("worker", "gpu-2", record)
     admin = QueueAdmin(queue)
     await eventually(lambda: _all_stale(admin))
     code, line = await health(cli)
@@ -149,14 +151,15 @@ async def test_redis_not_answering_or_not_configured_is_unhealthy(cli: Cli) -> N
 
 
 def _worker(*, age: float = 0.1, draining: bool = False, host: str = "h1") -> WorkerView:
-    return WorkerView("w", host, "komt", None, "cuda", 4, 0, 0.0, 0, draining, age, age > 0.6)
+    record = WorkerRecord(name="w", host=host, model="komt", device="cuda", capacity=4, draining=draining)
+    return WorkerView(record, age, age > 0.6)
 
 
 def test_only_draining_workers_are_unhealthy() -> None:
-    verdict = judge_workers([_worker(draining=True)], None, 0.6)
+    verdict = judge_workers([_worker(draining=True)], None)
     assert not verdict.ok
     assert verdict.reason == "every worker is draining (shutting down): w"
-    assert judge_workers([_worker(draining=True), _worker()], None, 0.6).ok
+    assert judge_workers([_worker(draining=True), _worker()], None).ok
 
 
 def test_a_stale_adapter_record_is_unhealthy() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from komt_bot.errors import BacklogFullError, JobNotFoundError
-from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.jobs import ErrorCode, Event, JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings, load_settings
 from tests.fake_engine import ScriptedEngine
@@ -130,6 +131,38 @@ async def test_a_job_that_keeps_failing_is_dead_lettered(queue: JobQueue, settin
     assert dead[0][1]["job_id"] == sub.job_id
     assert "out of memory" in dead[0][1]["error"]
     assert (await queue.job(sub.job_id)).state == "failed"
+
+
+async def test_a_job_whose_workers_keep_dying_before_writing_is_given_up_at_start(
+    queue: JobQueue, settings: Settings
+) -> None:
+    sub = await queue.submit(question())
+    claimed = await queue.claim("ghost-1", 1, block_seconds=0.5)
+    for death in range(2, settings.queue.max_attempts + 2):
+        await asyncio.sleep(settings.queue.claim_idle_seconds + 0.1)  # the last one's entry is idle: taken over
+        claimed = await queue.claim(f"ghost-{death}", 1, block_seconds=0.5)
+    assert claimed == []  # the last takeover gave the job up instead of starting it
+    events = await queue.output(sub.job_id)
+    assert [e.attempt for e in events if e.type == "start"] == list(range(1, settings.queue.max_attempts + 1))
+    last = events[-1]
+    assert (last.type, last.code, last.attempt) == ("error", ErrorCode.DEAD_LETTER, settings.queue.max_attempts)
+    assert last.message == "its worker died before it wrote anything"
+    record = await queue.job(sub.job_id)
+    assert (record.state, record.dead_lettered) == ("failed", True)
+    assert await queue.redis.xlen(queue.keys.dlq) == 1
+
+
+def test_events_round_trip_through_their_stream_fields() -> None:
+    done = Event(type="done", finish_reason="stop", usage={"prompt_tokens": 3, "completion_tokens": 5})
+    assert Event.decode("1-0", dict(zip(("type", "data"), done.encode(), strict=True))) == done.model_copy(
+        update={"id": "1-0"}
+    )
+    error = Event(type="error", code=ErrorCode.ENGINE_ERROR, message="답변 실패", attempt=2)
+    fields = {**dict(zip(("type", "data"), error.encode(), strict=True)), "attempt": "2"}  # a script stamps it
+    assert "attempt" not in error.encode().data
+    assert Event.decode("2-0", fields) == error.model_copy(update={"id": "2-0"})
+    legacy = {"type": "start", "data": '{"attempt": 4}'}  # written before the attempt became a field of its own
+    assert Event.decode("3-0", legacy).attempt == 4
 
 
 async def test_a_prompt_that_cannot_fit_fails_once_with_its_reason(queue: JobQueue, settings: Settings) -> None:

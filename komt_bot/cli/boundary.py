@@ -24,10 +24,6 @@ if TYPE_CHECKING:  # typer 0.29 vendors click; only the type is needed
     from typer._click.core import Context
 
 
-class UsageProblem(KomtError):
-    """A command was given arguments it cannot work with (printed as ``error: ...``, exit 1)."""
-
-
 def say_error(message: str) -> None:
     """One line on stderr, never wrapped, never read as markup."""
     Console(stderr=True, soft_wrap=True).print(Text(message), highlight=False)

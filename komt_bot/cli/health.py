@@ -48,31 +48,35 @@ def _where(host: str | None) -> str:
     return f" on {host}" if host else ""
 
 
-def judge_workers(workers: list[WorkerView], host: str | None, stale_after: float) -> Health:
-    """Healthy when at least one worker (on ``host``, if given) is fresh and not draining."""
-    mine = [w for w in workers if host is None or w.host == host]
+def judge_workers(workers: list[WorkerView], host: str | None) -> Health:
+    """Healthy when at least one worker (on ``host``, if given) is fresh, by its record's own ``stale_after``, and
+    not draining."""
+    mine = [w for w in workers if host is None or w.record.host == host]
     where = _where(host)
     if not mine:
         return Health(False, f"no worker heartbeat{where}: no worker is running (start one with `komt-bot worker`)")
     serving = [w for w in mine if w.serving]
-    answering = [w for w in serving if w.engine_ok is not False]  # a remote engine's server answers (or none)
+    answering = [w for w in serving if w.record.engine_ok is not False]  # a remote engine's server answers (or none)
     if serving and not answering:
         return Health(
             False,
             f"{len(serving)} worker(s) serving{where}, but their model server does not answer: "
-            + (serving[0].engine_error or "no answer"),
+            + (serving[0].record.engine_error or "no answer"),
         )
     if answering:
         newest = min(w.heartbeat_age for w in answering)
-        servers = sorted({w.endpoint for w in answering if w.endpoint and w.engine_ok})
+        servers = sorted({w.record.endpoint for w in answering if w.record.endpoint and w.record.engine_ok})
         answers = f"; model server {', '.join(servers)} answers" if servers else ""
         return Health(True, f"{len(answering)} worker(s) serving{where}, newest heartbeat {newest:.1f} s ago{answers}")
     fresh = [w for w in mine if not w.stale]
     if fresh:
-        return Health(False, f"every worker{where} is draining (shutting down): {', '.join(w.name for w in fresh)}")
-    newest = min(w.heartbeat_age for w in mine)
+        names = ", ".join(w.record.name for w in fresh)
+        return Health(False, f"every worker{where} is draining (shutting down): {names}")
+    youngest = min(mine, key=lambda w: w.heartbeat_age)
     return Health(
-        False, f"worker heartbeat{where} is stale: the newest is {newest:.1f} s old (limit {stale_after:g} s)"
+        False,
+        f"worker heartbeat{where} is stale: the newest is {youngest.heartbeat_age:.1f} s old "
+        f"(limit {youngest.record.stale_after:g} s)",
     )
 
 
@@ -95,7 +99,7 @@ async def judge(
     """Check one component's heartbeat, then the age of the oldest waiting job."""
     now = time.time()
     if component == "worker":
-        verdict = judge_workers(await admin.workers(now=now), host, admin.stale_after)
+        verdict = judge_workers(await admin.workers(now=now), host)
     else:
         verdict = judge_component(await admin.components(now=now), component, host)
     if not verdict.ok or max_wait is None:
@@ -124,7 +128,8 @@ async def check_health(
             return await judge(admin, component=component, host=host, max_wait=max_wait)
 
     try:
-        return await asyncio.wait_for(run(), timeout)
+        async with asyncio.timeout(timeout):
+            return await run()
     except TimeoutError:
         return Health(False, f"Redis did not answer within {timeout:g} s")
     except KomtError as e:

@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from komt_bot.cli.boundary import UsageProblem, fail
+from komt_bot.cli.boundary import fail
 from komt_bot.cli.render import render_detail, render_jobs, render_status
-from komt_bot.errors import QueueError
+from komt_bot.errors import QueueError, UsageProblem
 from komt_bot.queue.connection import redis_url
 from komt_bot.queue.inspect import LISTABLE_STATES, QueueAdmin, open_admin
 from komt_bot.queue.retry import Backoff

@@ -78,18 +78,19 @@ def ratings(counts: dict[str, int]) -> str:
     return shown + (f" ({share:.0%} 👍)" if share is not None else "")
 
 
-def _worker_state(worker: WorkerView, stale_after: float) -> str:
+def _worker_state(worker: WorkerView) -> str:
     if worker.stale:
-        return f"STALE (no heartbeat for > {stale_after:g}s)"
-    return "draining" if worker.draining else "ok"
+        return f"STALE (no heartbeat for > {worker.record.stale_after:g}s)"
+    return "draining" if worker.record.draining else "ok"
 
 
 def engine_cell(worker: WorkerView) -> str:
     """The engine, and for a remote one its server and whether it answers: ``openai http://…/v1 ok``."""
-    if worker.endpoint is None:
-        return worker.engine
-    verdict = {True: "ok", False: f"DOWN: {worker.engine_error or 'no answer'}", None: "not checked yet"}
-    return f"{worker.engine} {worker.endpoint} {verdict[worker.engine_ok]}"
+    record = worker.record
+    if record.endpoint is None:
+        return record.engine
+    verdict = {True: "ok", False: f"DOWN: {record.engine_error or 'no answer'}", None: "not checked yet"}
+    return f"{record.engine} {record.endpoint} {verdict[record.engine_ok]}"
 
 
 def _workers_table(status: QueueStatus) -> RenderableType:
@@ -98,10 +99,10 @@ def _workers_table(status: QueueStatus) -> RenderableType:
     columns = ("name", "host", "model", "engine", "capacity", "in flight", "tokens/s", "heartbeat", "state")
     table = _table("workers", *columns)
     for w in status.workers:
-        state = _worker_state(w, status.stale_after_seconds)
+        r = w.record
         age = f"{seconds(w.heartbeat_age)} ago"
-        tok_s = f"{w.tokens_per_second:g}"
-        _row(table, w.name, w.host, w.model, engine_cell(w), w.capacity, w.in_flight, tok_s, age, state)
+        tok_s = f"{r.tokens_per_second:g}"
+        _row(table, r.name, r.host, r.model, engine_cell(w), r.capacity, r.in_flight, tok_s, age, _worker_state(w))
     return table
 
 

@@ -111,7 +111,8 @@ class FaultInjector:
     async def _kill_loop(self, every: float, load_done: asyncio.Event) -> None:
         while not load_done.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(load_done.wait(), every)
+                async with asyncio.timeout(every):
+                    await load_done.wait()
             if load_done.is_set():
                 if not any(record.kind == "kill" for record in self.records):
                     self.notes.append(f"kill: none injected (the load ended within the first {every:g} s)")

@@ -24,7 +24,7 @@ from typing import IO
 import redis.asyncio as aioredis
 
 import komt_bot
-from komt_bot.errors import KomtError
+from komt_bot.errors import SoakError
 from komt_bot.queue import JobQueue
 
 POLL_SECONDS = 0.05
@@ -32,10 +32,6 @@ STOP_SECONDS = 25.0  # a worker drains for 5 s (KOMT_WORKER__DRAIN_SECONDS) and 
 KILL_WAIT_SECONDS = 5.0
 REDIS_READY_SECONDS = 30.0
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # the tiny model is local: no traffic leaves the host
-
-
-class SoakError(KomtError):
-    """The harness could not set up or run a soak (not a finding about komt-bot)."""
 
 
 def free_port() -> int:

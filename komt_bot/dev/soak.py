@@ -36,7 +36,6 @@ from komt_bot.dev.processes import (
     OFFLINE,
     Fleet,
     RedisServer,
-    SoakError,
     WorkerPool,
     free_port,
     tail,
@@ -45,6 +44,7 @@ from komt_bot.dev.processes import (
 from komt_bot.dev.recording import Conversation, RecordingSink
 from komt_bot.dev.report import SoakSummary, machine_info, summarize
 from komt_bot.dev.verdict import Verdict, evidence, judge
+from komt_bot.errors import SoakError
 from komt_bot.jobs import JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue, connect
 from komt_bot.settings import QueueSettings, load_settings
@@ -146,7 +146,8 @@ async def build_model(directory: Path, say: Callable[[str], None]) -> Path:
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **OFFLINE}
     )
     try:
-        output, _ = await asyncio.wait_for(child.communicate(), MODEL_BUILD_SECONDS)
+        async with asyncio.timeout(MODEL_BUILD_SECONDS):
+            output, _ = await child.communicate()
     finally:
         if child.returncode is None:
             child.kill()
@@ -188,7 +189,8 @@ async def run_soak(
 async def _bounded(step: Awaitable[None], what: str, say: Callable[[str], None]) -> None:
     """One cleanup step, given at most ``CLOSE_SECONDS``: cleanup must never hang the harness."""
     try:
-        await asyncio.wait_for(step, CLOSE_SECONDS)
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await step
     except TimeoutError:
         say(f"{what} did not finish within {CLOSE_SECONDS:.0f} s: going on")
 
@@ -249,9 +251,12 @@ async def _soak(
 
 async def _settle(faults: asyncio.Task[None], progress: asyncio.Task[None], injector: FaultInjector) -> None:
     """Let a fault still under way end (a freeze thaws and its worker's heartbeat is seen) before the checks."""
+    settling = asyncio.gather(faults, progress, return_exceptions=True)
     try:
-        await asyncio.wait_for(asyncio.gather(faults, progress, return_exceptions=True), FAULTS_SETTLE_SECONDS)
+        async with asyncio.timeout(FAULTS_SETTLE_SECONDS):
+            await settling
     except TimeoutError:
+        settling.cancel()  # the timeout's cancel reached it already; this says so: what still runs is stopped
         injector.notes.append(f"faults still under way {FAULTS_SETTLE_SECONDS:.0f} s after the load: stopped")
     if faults.done() and not faults.cancelled() and faults.exception() is not None:
         injector.notes.append(f"a fault failed after the load: {faults.exception()}")
@@ -297,16 +302,14 @@ async def _converse(
         request = JobRequest(conversation=[Turn(role="user", text=conversation.question)], origin=origin)
         conversation.submitted = time.monotonic()
         try:
-            conversation.outcome = await asyncio.wait_for(
-                ask(
+            async with asyncio.timeout(options.ask_timeout + ASK_GRACE_SECONDS):
+                conversation.outcome = await ask(
                     queue,
                     request,
                     editor,
                     idempotency_key=conversation.idempotency_key,
                     timeout_seconds=options.ask_timeout,
-                ),
-                options.ask_timeout + ASK_GRACE_SECONDS,
-            )
+                )
         except TimeoutError:
             conversation.crash = f"ask() did not return within {options.ask_timeout + ASK_GRACE_SECONDS:.0f} s"
         except Exception as e:
@@ -336,7 +339,8 @@ async def _progress(
 ) -> None:
     while not done.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), PROGRESS_SECONDS)
+            async with asyncio.timeout(PROGRESS_SECONDS):
+                await done.wait()
         ended = sum(c.ended is not None for c in conversations)
         shown = sum(c.sink.first_answer_at is not None for c in conversations)
         say(f"{time.monotonic() - started:6.1f} s: {ended}/{len(conversations)} ended, {shown} showed answer text")

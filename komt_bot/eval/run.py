@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from komt_bot.chat.ask import Outcome, Refusal, ask, check
-from komt_bot.chat.editor import ReplyEditor, ReplyLimits
+from komt_bot.chat.editor import MessageView, ReplyEditor, ReplyLimits
 from komt_bot.errors import EvalError, KomtError, QueueError
 from komt_bot.eval.judge import JudgeClient
 from komt_bot.eval.questions import Question
@@ -57,10 +57,10 @@ async def _no_wait(_seconds: float) -> None:
 class _DiscardSink:
     """A reply sink that shows nothing: the eval reads the answer from the editor."""
 
-    async def post(self, text: str, *, active: bool) -> str:
+    async def post(self, view: MessageView) -> str:
         return "eval"
 
-    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+    async def edit(self, handle: str, view: MessageView) -> None:
         return None
 
 
@@ -82,9 +82,9 @@ def deployment_name(workers: Iterable[WorkerRecord], *, now: float | None = None
 async def stop_tasks(tasks: Iterable[asyncio.Task[None]]) -> None:
     """Cancel ``tasks`` and wait until every one has ended, cancelling again those that have not.
 
-    Once is not always enough on Python 3.11: ``asyncio.wait_for`` (the queue's event reads use it) returns the
-    result instead of raising when a cancellation lands as its awaitable completes, so a task can miss the one
-    cancellation it was sent and go on to its next step.
+    Once is not always enough on Python 3.11: library code that waits with ``wait_for`` returns the result instead
+    of raising when a cancellation lands as its awaitable completes, so a task can miss the one cancellation it was
+    sent and go on to its next step.
     """
     pending = {task for task in tasks if not task.done()}
     while pending:
@@ -229,6 +229,7 @@ class EvalRun:
                 await queue.cancel(job_id)
 
         try:
-            await asyncio.wait_for(cancel(), CANCEL_SECONDS)
+            async with asyncio.timeout(CANCEL_SECONDS):
+                await cancel()
         except (KomtError, TimeoutError) as e:
             log.warning("could not cancel the eval job %s: %s", key, e)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, cast
+from typing import cast
 
 from komt_bot.errors import BacklogFullError, JobNotFoundError, QueueError
 from komt_bot.jobs import Event, JobRecord, JobRequest, JobState, Submission, job_id_for_key, new_job_id
 from komt_bot.queue.base import QueueBase, StreamEntries, now_text
+from komt_bot.queue.calls import CANCELLED_EVENT, Cancel, Reopened, RequeueEnded, Submit, SubmitStatus
 from komt_bot.queue.reader import Outage, OutputReader
 
 RATE_WINDOW_SECONDS = 60
@@ -39,19 +40,19 @@ class AskingOps(QueueBase):
         """
         if job_id is None:
             job_id = job_id_for_key(idempotency_key) if idempotency_key else new_job_id()
-        idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else self.keys.job(job_id)
-        submit_token = uuid.uuid4().hex
-        fields = JobRecord.submit_fields(request, created=self.clock())
-        args: list[Any] = [job_id, self.settings.max_backlog, self.settings.idempotency_ttl_seconds, submit_token]
-        for name, value in fields.items():
-            args += [name, value]
-        status, value = await self._ride(
-            lambda: self._run("submit", job_id, args, extra_keys=[idem_key]), "submit the job"
+        call = Submit(
+            job_id=job_id,
+            max_backlog=self.settings.max_backlog,
+            idempotency_ttl=self.settings.idempotency_ttl_seconds,
+            submit_token=uuid.uuid4().hex,
+            idempotency_key=self.keys.idempotency(idempotency_key) if idempotency_key else self.keys.job(job_id),
+            fields=tuple(JobRecord.submit_fields(request, created=self.clock()).items()),
         )
-        if int(status) == -1:
-            raise BacklogFullError(int(value), self.settings.max_backlog)
-        found = str(value)
-        return Submission(job_id=found, created=int(status) == 1, position=await self.position(found))
+        reply = await self._ride(lambda: self.scripts.run(call), "submit the job")
+        if reply.status is SubmitStatus.REFUSED:
+            raise BacklogFullError(reply.backlog, self.settings.max_backlog)
+        created = reply.status is SubmitStatus.CREATED
+        return Submission(job_id=reply.job_id, created=created, position=await self.position(reply.job_id))
 
     async def rate_limit(self, user: str, per_minute: int) -> float | None:
         """Count one request of ``user``; return the seconds to wait when over ``per_minute``, else None.
@@ -158,11 +159,18 @@ class AskingOps(QueueBase):
         Returns the state the job was in. Raises :class:`JobNotFoundError` for an unknown id.
         """
         ttl = self.settings.job_ttl_seconds
-        args = [job_id, now_text(), ttl, ttl, "1" if only_if_queued else "0"]
-        state = await self._ride(lambda: self._run("cancel", job_id, args), "cancel the job")
-        if not state:
+        call = Cancel(
+            job_id=job_id,
+            now=now_text(),
+            ttl=ttl,
+            cancel_ttl=ttl,
+            only_if_queued=only_if_queued,
+            cancelled_event=CANCELLED_EVENT,
+        )
+        state = await self._ride(lambda: self.scripts.run(call), "cancel the job")
+        if state is None:
             raise JobNotFoundError(job_id)
-        return cast(JobState, state)
+        return state
 
     async def job(self, job_id: str) -> JobRecord:
         """The job's record (state, attempt, origin, times, ...). Raises :class:`JobNotFoundError`."""
@@ -180,10 +188,8 @@ class AskingOps(QueueBase):
         )
         return [Event.decode(str(entry_id), fields) for entry_id, fields in entries or []]
 
-    async def requeue_ended(self, job_id: str) -> tuple[str, int]:
-        """Queue a failed or cancelled job again from attempt 0 (admin). Returns (previous state, DLQ entries
-        removed); the previous state is "" for an unknown job and the job is left alone unless it had ended."""
-        previous, removed = await self._ride(
-            lambda: self._run("requeue_ended", job_id, [job_id, now_text()]), "requeue the job"
-        )
-        return str(previous), int(removed)
+    async def requeue_ended(self, job_id: str) -> Reopened:
+        """Queue a failed or cancelled job again from attempt 0 (admin). Returns the previous state (None for an
+        unknown job) and the dead-letter entries removed; the job is left alone unless it had ended."""
+        call = RequeueEnded(job_id=job_id, now=now_text())
+        return await self._ride(lambda: self.scripts.run(call), "requeue the job")

@@ -1,15 +1,14 @@
-"""What every queue operation shares: the client, the keys, the scripts and riding out an outage."""
+"""What every queue operation shares: the client, the keys, the scripts' callers and riding out an outage."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
-from komt_bot.queue import scripts
+from komt_bot.queue.calls import Scripts
 from komt_bot.queue.keys import QueueKeys
 from komt_bot.queue.presence import Presence
 from komt_bot.queue.retry import ride_out
@@ -26,7 +25,7 @@ def now_text() -> str:
 
 
 class QueueBase:
-    """The Redis client, key names and scripts of one deployment (one prefix).
+    """The Redis client, key names and scripts (:mod:`.calls`) of one deployment (one prefix).
 
     ``clock`` gives the wall time the rate limit counts in (tests pass their own).
     """
@@ -39,16 +38,7 @@ class QueueBase:
         self.keys = QueueKeys(settings.prefix)
         self.presence = Presence(redis, self.keys, outage_seconds=settings.outage_seconds)
         self.clock = clock
-        self._scripts: dict[str, AsyncScript] = {}
-
-    def _script(self, name: str) -> AsyncScript:
-        if name not in self._scripts:
-            self._scripts[name] = self.redis.register_script(scripts.source(name))
-        return self._scripts[name]
-
-    async def _run(self, name: str, job_id: str, args: list[Any], *, extra_keys: Iterable[str] = ()) -> Any:
-        """Run a job-changing script with the job's standard keys (once: callers wrap it in :meth:`_ride`)."""
-        return await self._script(name)(keys=[*self.keys.for_job(job_id), *extra_keys], args=args)
+        self.scripts = Scripts(redis, self.keys)
 
     async def _ride(
         self,

@@ -115,7 +115,8 @@ async def open_queue(
             await wait_for_redis(client, _where(settings))
         else:
             try:
-                await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT_SECONDS + 1)
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS + 1):
+                    await client.ping()
             except Exception as e:
                 raise QueueError(f"Redis does not answer: {e}") from e
         yield queue

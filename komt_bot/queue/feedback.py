@@ -13,6 +13,7 @@ from typing import cast
 from komt_bot.errors import JobNotFoundError
 from komt_bot.jobs import RATINGS, FeedbackCounts, Rating
 from komt_bot.queue.base import QueueBase, now_text
+from komt_bot.queue.calls import RecordFeedback
 from komt_bot.queue.keys import RECENT_WINDOW_SECONDS
 from komt_bot.queue.views import FeedbackStats
 
@@ -30,27 +31,18 @@ class FeedbackOps(QueueBase):
         """
         if rating not in RATINGS:
             raise ValueError(f"unknown rating {rating!r}")
-        keys = [
-            self.keys.job(job_id),
-            self.keys.feedback(job_id),
-            self.keys.feedback_totals,
-            self.keys.feedback_recent(""),
-        ]
-        member = f"{job_id}/{person}"
-        args: list[str | int] = [
-            person,
-            rating,
-            now_text(),
-            self.settings.job_ttl_seconds,
-            member,
-            RECENT_WINDOW_SECONDS,
-        ]
-        reply = await self._ride(lambda: self._script("feedback")(keys=keys, args=args), "record the feedback")
-        found, *rest = cast(list[str | int], reply)
-        if not int(found):
+        call = RecordFeedback(
+            job_id=job_id,
+            person=person,
+            rating=rating,
+            now=now_text(),
+            ttl=self.settings.job_ttl_seconds,
+            member=f"{job_id}/{person}",
+        )
+        counts = await self._ride(lambda: self.scripts.run(call), "record the feedback")
+        if counts is None:
             raise JobNotFoundError(job_id)
-        previous, *ratings = rest
-        return FeedbackCounts.from_ratings((str(r) for r in ratings), str(previous) or None)
+        return counts
 
     async def feedback(self, job_id: str) -> FeedbackCounts:
         """How the answer of ``job_id`` was rated so far (zero counts when nobody rated it or it expired)."""

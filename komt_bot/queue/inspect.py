@@ -18,13 +18,12 @@ from typing import Any, Literal
 
 from redis.exceptions import RedisError, ResponseError
 
-from komt_bot.errors import JobNotFoundError, QueueError
-from komt_bot.jobs import FINAL_STATES, JobRecord
+from komt_bot.errors import JobNotFoundError, JobStateError, QueueError
+from komt_bot.jobs import FINAL_STATES, ErrorCode, JobRecord
 from komt_bot.queue.connection import open_queue
 from komt_bot.queue.jobqueue import JobQueue
 from komt_bot.queue.keys import GROUP, REQUEUED_CONSUMER
 from komt_bot.queue.views import (
-    DEAD_LETTER_STATE,
     ComponentView,
     JobDetail,
     JobSummary,
@@ -41,26 +40,16 @@ from komt_bot.queue.views import (
 from komt_bot.settings import Settings
 
 RECENT_SECONDS = 300.0
-STALE_HEARTBEATS = 3  # a worker record older than this many heartbeat periods is stale
 MAX_RUNNING_LISTED = 1000
-LISTABLE_STATES = ("queued", "running", "done", "failed", "cancelled", DEAD_LETTER_STATE)
+LISTABLE_STATES: tuple[str, ...] = ("queued", "running", *FINAL_STATES, ErrorCode.DEAD_LETTER.value)
 REQUEUEABLE_STATES = ("failed", "cancelled")
 _PAGE = 200
-
-
-class JobStateError(QueueError):
-    """The job exists but is in a state the operation does not apply to."""
-
-    def __init__(self, job_id: str, state: str, wanted: str) -> None:
-        super().__init__(f"job {job_id} is {state}: {wanted}")
-        self.job_id = job_id
-        self.state = state
 
 
 def _matches(record: JobRecord, state: str | None) -> bool:
     if state is None:
         return True
-    if state == DEAD_LETTER_STATE:
+    if state == ErrorCode.DEAD_LETTER:
         return record.dead_lettered
     return record.state == state
 
@@ -80,7 +69,6 @@ class QueueAdmin:
         self.queue = queue
         self.redis = queue.redis
         self.keys = queue.keys
-        self.stale_after = STALE_HEARTBEATS * queue.settings.heartbeat_seconds
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -92,7 +80,7 @@ class QueueAdmin:
         except RedisError as e:
             raise QueueError(f"could not read the queue status: {e}") from e
         workers = await self.workers(now=now)
-        live_names = {w.name for w in workers if not w.stale}
+        live_names = {w.record.name for w in workers if not w.stale}
         running = await self.running(live_names, now=now)
         components = await self.components(now=now)
         return QueueStatus(
@@ -104,7 +92,6 @@ class QueueAdmin:
             recent_seconds=RECENT_SECONDS,
             recent={state: counts[f"recent_{state}"] for state in FINAL_STATES},
             totals={state: counts[f"total_{state}"] for state in FINAL_STATES},
-            stale_after_seconds=self.stale_after,
             workers=workers,
             components=components,
             running_jobs=running,
@@ -136,10 +123,10 @@ class QueueAdmin:
         return age(float(created), now) if head and created else None
 
     async def workers(self, *, now: float | None = None) -> list[WorkerView]:
-        """Every worker heartbeat record that has not expired, stale ones included (marked)."""
+        """Every worker heartbeat record that has not expired, stale ones (by the record's own ``stale_after``)
+        included and marked."""
         now = time.time() if now is None else now
-        records = await self.queue.presence.workers()
-        return [WorkerView.from_record(r, now, self.stale_after) for r in records]
+        return [WorkerView.from_record(r, now) for r in await self.queue.presence.workers()]
 
     async def components(self, *, now: float | None = None) -> list[ComponentView]:
         """Every adapter heartbeat record that has not expired."""
@@ -257,12 +244,12 @@ class QueueAdmin:
 
         Raises :class:`JobNotFoundError` for an unknown id and :class:`JobStateError` for any other state.
         """
-        previous, removed = await self.queue.requeue_ended(job_id)
-        if not previous:
+        reopened = await self.queue.requeue_ended(job_id)
+        if reopened.previous is None:
             raise JobNotFoundError(job_id)
-        if previous not in REQUEUEABLE_STATES:
-            raise JobStateError(job_id, str(previous), "only failed or cancelled jobs can be requeued")
-        return RequeueResult(job_id, str(previous), int(removed))
+        if reopened.previous not in REQUEUEABLE_STATES:
+            raise JobStateError(job_id, reopened.previous, "only failed or cancelled jobs can be requeued")
+        return RequeueResult(job_id, reopened.previous, reopened.dead_letter_removed)
 
     async def dead_letter_ids(self) -> list[str]:
         """The job ids in the dead-letter stream, oldest first, each once."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+# The protocol's constants; the scripts get them in their generated prelude (komt_bot.queue.scripts).
 GROUP = "workers"
 REQUEUED_CONSUMER = "requeued"  # holds entries put back for another worker
 REQUEUED_IDLE_MS = 10**10  # "idle for months": any worker's next claim takes such an entry over first
@@ -83,17 +84,17 @@ class QueueKeys:
     def reader_wake(self, reader_id: str) -> str:
         return f"{self.prefix}:reader:{reader_id}"
 
-    def for_job(self, job_id: str) -> list[str]:
-        """The KEYS every job-changing script takes, in the order ``scripts/_common.lua`` names them."""
-        return [
-            self.job(job_id),
-            self.out(job_id),
-            self.waiting,
-            self.jobs,
-            self.cancel(job_id),
-            self.stats,
-            self.recent(""),
-            self.index,
-            self.dlq,
-            self.seq,
-        ]
+    def for_job(self, job_id: str) -> dict[str, str]:
+        """The KEYS every job-changing script takes, in order, by the name its Lua reads them with (``K.job``)."""
+        return {
+            "job": self.job(job_id),
+            "out": self.out(job_id),
+            "waiting": self.waiting,
+            "jobs": self.jobs,
+            "cancel": self.cancel(job_id),
+            "stats": self.stats,
+            "recent": self.recent(""),
+            "index": self.index,
+            "dlq": self.dlq,
+            "seq": self.seq,
+        }

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from komt_bot.jobs import DEAD_LETTER_CODE, Event, FeedbackCounts, JobRecord
+from komt_bot.jobs import ErrorCode, Event, FeedbackCounts, JobRecord
 from komt_bot.queue.presence import ComponentRecord, WorkerRecord
 
 PREVIEW_CHARS = 40
-DEAD_LETTER_STATE = DEAD_LETTER_CODE  # not a job state: a failed job whose error_code says it was dead-lettered
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -25,52 +24,26 @@ def age(then: float | None, now: float) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class WorkerView:
-    """One worker heartbeat record, as ``queue status`` shows it."""
+    """One worker's presence record as ``queue status`` shows it: the record itself (its fields are defined once,
+    by :class:`WorkerRecord`), how old it is and whether it is stale by its own ``stale_after``."""
 
-    name: str
-    host: str
-    model: str
-    adapter: str | None
-    device: str
-    capacity: int
-    in_flight: int
-    tokens_per_second: float
-    jobs_done: int
-    draining: bool
+    record: WorkerRecord
     heartbeat_age: float
     stale: bool
-    engine: str = "?"
-    endpoint: str | None = None  # a remote engine's server
-    engine_ok: bool | None = None  # whether it answered the worker's last check (None: not checked)
-    engine_error: str | None = None
 
     @classmethod
-    def from_record(cls, record: WorkerRecord, now: float, stale_after: float) -> WorkerView:
+    def from_record(cls, record: WorkerRecord, now: float) -> WorkerView:
         """The view of a record written by :meth:`komt_bot.worker.Worker.record`."""
-        age = record.age(now)
-        return cls(
-            name=record.name,
-            host=record.host,
-            model=record.model,
-            adapter=record.adapter,
-            device=record.device,
-            capacity=record.capacity,
-            in_flight=record.in_flight,
-            tokens_per_second=record.tokens_per_second,
-            jobs_done=record.jobs_done,
-            draining=record.draining,
-            heartbeat_age=round(age, 3),
-            stale=age > stale_after,
-            engine=record.engine,
-            endpoint=record.endpoint,
-            engine_ok=record.engine_ok,
-            engine_error=record.engine_error,
-        )
+        return cls(record, round(record.age(now), 3), record.stale(now))
 
     @property
     def serving(self) -> bool:
         """Fresh and taking jobs."""
-        return not self.stale and not self.draining
+        return not self.stale and not self.record.draining
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's fields, with its age and whether it is stale."""
+        return {**self.record.model_dump(mode="json"), "heartbeat_age": self.heartbeat_age, "stale": self.stale}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +115,6 @@ class QueueStatus:
     recent_seconds: float
     recent: dict[str, int]
     totals: dict[str, int]
-    stale_after_seconds: float
     workers: list[WorkerView] = field(default_factory=list)
     components: list[ComponentView] = field(default_factory=list)
     running_jobs: list[RunningJob] = field(default_factory=list)
@@ -155,7 +127,12 @@ class QueueStatus:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data (no secrets in it)."""
-        return {**asdict(self), "orphaned": len(self.orphaned), "feedback": self.feedback.to_json()}
+        return {
+            **asdict(self),
+            "workers": [worker.to_json() for worker in self.workers],
+            "orphaned": len(self.orphaned),
+            "feedback": self.feedback.to_json(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +153,9 @@ class JobSummary:
 
     @property
     def shown_state(self) -> str:
-        """The state, with ``dead_letter`` spelled out for dead-lettered failures."""
-        return DEAD_LETTER_STATE if self.error_code == DEAD_LETTER_STATE else self.state
+        """The state, with ``dead_letter`` spelled out for dead-lettered failures (not a job state: a failed job
+        whose error code says so)."""
+        return ErrorCode.DEAD_LETTER.value if self.error_code == ErrorCode.DEAD_LETTER else self.state
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data."""

@@ -3,7 +3,8 @@
 A worker's attempt number is its fencing token: every write it makes for a job (text, end, requeue, heartbeat)
 runs in a script that first checks the job still runs that attempt. A worker that froze and was taken over gets
 ``lost`` back, writes nothing, and drops the job. Writes are retried through a Redis outage; each is safe to repeat
-(text carries a sequence number, ends check what the same attempt already wrote).
+(text carries a sequence number, ends check what the same attempt already wrote). Each script is run through its
+typed caller in :mod:`.calls`; the events it appends are encoded here, by :class:`~komt_bot.jobs.Event`.
 """
 
 from __future__ import annotations
@@ -11,28 +12,34 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from dataclasses import replace
+from typing import Literal, cast
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from komt_bot.errors import QueueError
-from komt_bot.jobs import ClaimedJob, JobRequest
+from komt_bot.jobs import ClaimedJob, ErrorCode, Event, JobRequest, TextPiece
 from komt_bot.queue.base import QueueBase, StreamEntries, now_text
-from komt_bot.queue.keys import GROUP, REQUEUED_IDLE_MS
-from komt_bot.queue.retry import is_transient
+from komt_bot.queue.calls import (
+    CANCELLED_EVENT,
+    NO_EVENT,
+    START_EVENT,
+    Fail,
+    FailOutcome,
+    Finish,
+    Heartbeat,
+    Publish,
+    Requeue,
+    Start,
+    StartStatus,
+)
+from komt_bot.queue.keys import GROUP
+from komt_bot.queue.retry import TRANSIENT, is_transient
+
+__all__ = ["FailOutcome", "TextPiece", "WorkingOps"]
 
 ATTEMPTS_PER_STRIKE = 4  # a job is given up after max_attempts × this many starts, strikes or not
-FailOutcome = Literal["retried", "dead", "failed", "lost"]
-
-
-@dataclass(frozen=True, slots=True)
-class TextPiece:
-    """Text a worker publishes for one job: the ``seq``-th piece of its current attempt."""
-
-    job: ClaimedJob
-    seq: int
-    text: str
+GIVE_UP_TRIES = 3  # start calls for one entry whose give-up verdict keeps changing (another writer in between)
 
 
 class WorkingOps(QueueBase):
@@ -107,23 +114,35 @@ class WorkingOps(QueueBase):
     ) -> ClaimedJob | None:
         job_id = fields.get("job_id", "")
         s = self.settings
-        args = [entry_id, consumer, now_text(), s.max_attempts, job_id, s.job_ttl_seconds]
-        args += [s.max_attempts * ATTEMPTS_PER_STRIKE, start_token]
-        status, attempt, *request = await self._run("start", job_id, args)
-        if status != "run":
-            return None
-        return ClaimedJob(job_id, entry_id, int(attempt), JobRequest.model_validate_json(request[0]))
+        call = Start(
+            job_id=job_id,
+            entry_id=entry_id,
+            worker=consumer,
+            now=now_text(),
+            ttl=s.job_ttl_seconds,
+            max_strikes=s.max_attempts,
+            max_attempts=s.max_attempts * ATTEMPTS_PER_STRIKE,
+            start_token=start_token,
+            start_event=START_EVENT,
+            cancelled_event=CANCELLED_EVENT,
+        )
+        for _ in range(GIVE_UP_TRIES):
+            reply = await self.scripts.run(call)
+            if reply.status is StartStatus.RUN:
+                return ClaimedJob(job_id, entry_id, reply.attempt, JobRequest.model_validate_json(reply.request))
+            if reply.status is not StartStatus.GIVE_UP:
+                return None
+            # To be dead-lettered: this is where its error event is encoded; the script writes it if nothing changed.
+            event = Event(type="error", code=ErrorCode.DEAD_LETTER, message=reply.error)
+            call = replace(call, give_up_event=event.encode(), give_up_attempt=reply.attempt, give_up_error=reply.error)
+        return None  # the verdict kept changing: the entry stays pending and is taken over later
 
     async def heartbeat(self, consumer: str, jobs: Sequence[ClaimedJob]) -> set[str]:
         """Keep these jobs' entries claimed so nobody takes them over; returns the ids of jobs this worker lost."""
         if not jobs:
             return set()
-        keys = [self.keys.jobs, *(self.keys.job(job.job_id) for job in jobs)]
-        args: list[Any] = [consumer]
-        for job in jobs:
-            args += [job.entry_id, job.attempt]
-        lost = await self._ride(lambda: self._script("heartbeat")(keys=keys, args=args), "heartbeat")
-        return {jobs[int(index) - 1].job_id for index in lost or []}
+        call = Heartbeat(worker=consumer, jobs=tuple(jobs))
+        return await self._ride(lambda: self.scripts.run(call), "heartbeat")
 
     async def cancelled(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs someone asked to stop (read once: the watcher asks again soon)."""
@@ -131,7 +150,7 @@ class WorkingOps(QueueBase):
             return set()
         try:
             flags = await self.redis.mget([self.keys.cancel(j) for j in job_ids])
-        except Exception as e:
+        except (RedisError, *TRANSIENT) as e:
             raise QueueError(f"could not read cancel flags: {e}") from e
         return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
 
@@ -139,13 +158,8 @@ class WorkingOps(QueueBase):
         """Append each piece to its job's output stream in one call; returns the ids of jobs this worker lost."""
         if not pieces:
             return set()
-        keys: list[str] = []
-        args: list[Any] = []
-        for piece in pieces:
-            keys += [self.keys.job(piece.job.job_id), self.keys.out(piece.job.job_id)]
-            args += [piece.job.attempt, piece.seq, piece.text]
-        published = await self._ride(lambda: self._script("publish")(keys=keys, args=args), "publish the answer")
-        return {piece.job.job_id for piece, ok in zip(pieces, published, strict=True) if not int(ok)}
+        call = Publish(pieces=tuple(pieces))
+        return await self._ride(lambda: self.scripts.run(call), "publish the answer")
 
     async def finish(
         self,
@@ -157,23 +171,40 @@ class WorkingOps(QueueBase):
         tail: TextPiece | None = None,
     ) -> bool:
         """Publish the last text (``tail``) and ``done``, and acknowledge the job. False when the job was lost."""
-        ttl = self.settings.job_ttl_seconds
-        args = [job.job_id, job.entry_id, state, now_text(), ttl, finish_reason, json.dumps(usage), job.attempt]
-        args += [tail.seq, tail.text] if tail else [0, ""]
-        outcome = await self._ride(lambda: self._run("finish", job.job_id, args), "finish the job")
-        return bool(outcome == "ok")
+        call = Finish(
+            job_id=job.job_id,
+            entry_id=job.entry_id,
+            attempt=job.attempt,
+            state=state,
+            now=now_text(),
+            ttl=self.settings.job_ttl_seconds,
+            finish_reason=finish_reason,
+            usage=json.dumps(usage),
+            tail_seq=tail.seq if tail else 0,
+            tail_event=Event(type="delta", text=tail.text).encode() if tail and tail.text else NO_EVENT,
+            done_event=Event(type="done", finish_reason=finish_reason, usage=usage).encode(),
+        )
+        return await self._ride(lambda: self.scripts.run(call), "finish the job")
 
-    async def fail(self, job: ClaimedJob, *, code: str, message: str, retryable: bool) -> FailOutcome:
+    async def fail(self, job: ClaimedJob, *, code: ErrorCode, message: str, retryable: bool) -> FailOutcome:
         """Record a failed attempt: ``retried`` (back to the head of the queue), ``dead`` (dead-lettered after
         ``max_attempts`` strikes), ``failed`` (not retryable: the job ends with its error) or ``lost``."""
-        s = self.settings
-        args = [job.job_id, job.entry_id, job.attempt, s.max_attempts, code, message]
-        args += ["1" if retryable else "0", now_text(), s.job_ttl_seconds, REQUEUED_IDLE_MS]
-        outcome = await self._ride(lambda: self._run("fail", job.job_id, args), "record the failure")
-        return cast(FailOutcome, str(outcome))
+        call = Fail(
+            job_id=job.job_id,
+            entry_id=job.entry_id,
+            attempt=job.attempt,
+            max_strikes=self.settings.max_attempts,
+            code=code,
+            message=message,
+            retryable=retryable,
+            now=now_text(),
+            ttl=self.settings.job_ttl_seconds,
+            failed_event=Event(type="error", code=code, message=message).encode(),
+            dead_event=Event(type="error", code=ErrorCode.DEAD_LETTER, message=message).encode(),
+        )
+        return await self._ride(lambda: self.scripts.run(call), "record the failure")
 
     async def requeue(self, job: ClaimedJob, *, error: str | None = None) -> bool:
         """Put a claimed job back at the head of the queue (drain), ahead of every new job. False when lost."""
-        args = [job.job_id, job.entry_id, error or "", REQUEUED_IDLE_MS, job.attempt]
-        outcome = await self._ride(lambda: self._run("requeue", job.job_id, args), "requeue the job")
-        return bool(outcome == "ok")
+        call = Requeue(job_id=job.job_id, entry_id=job.entry_id, attempt=job.attempt, error=error or "")
+        return await self._ride(lambda: self.scripts.run(call), "requeue the job")

@@ -1,29 +1,26 @@
 -- A worker's attempt failed. A retryable failure is a strike: with strikes left the job goes back to the head of
 -- the queue, else it is dead-lettered. A failure that is not retryable ends the job with its error.
--- KEYS: the job keys (see _common.lua)
--- ARGV: 1 job id, 2 entry id, 3 attempt, 4 max strikes, 5 code, 6 message, 7 "1" retryable, 8 now, 9 job ttl,
---       10 requeued idle ms
--- Returns "retried", "dead", "failed" or "lost" (the worker no longer owns the attempt: nothing written).
-if already_ended(ARGV[3]) then
-  if redis.call('HGET', KEYS[1], 'error_code') == 'dead_letter' then return 'dead' end
+-- Caller: komt_bot.queue.calls.Fail. Returns its FailOutcome: "retried", "dead", "failed" or "lost" (the worker no
+-- longer owns the attempt: nothing written).
+if already_ended(A.attempt) then
+  if redis.call('HGET', K.job, 'error_code') == DEAD_LETTER then return 'dead' end
   return 'failed'
 end
-if redis.call('HGET', KEYS[1], 'state') == 'queued' and redis.call('HGET', KEYS[1], 'attempt') == ARGV[3]
-    and redis.call('HGET', KEYS[1], 'error') == ARGV[6] then
+if redis.call('HGET', K.job, 'state') == 'queued' and redis.call('HGET', K.job, 'attempt') == A.attempt
+    and redis.call('HGET', K.job, 'error') == A.message then
   return 'retried'  -- a retry of this same call, whose first try landed
 end
-if not owns(ARGV[3]) then return 'lost' end
-redis.call('HSET', KEYS[1], 'error', ARGV[6])
-if ARGV[7] == '1' then
-  local strikes = redis.call('HINCRBY', KEYS[1], 'strikes', 1)
-  if strikes < tonumber(ARGV[4]) then
-    requeue_entry(ARGV[1], ARGV[2], ARGV[10])
+if not owns(A.attempt) then return 'lost' end
+redis.call('HSET', K.job, 'error', A.message)
+if A.retryable == '1' then
+  local strikes = redis.call('HINCRBY', K.job, 'strikes', 1)
+  if strikes < tonumber(A.max_strikes) then
+    requeue_entry(A.job_id, A.entry_id)
     return 'retried'
   end
-  dead_letter(ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[8], ARGV[9])
+  give_up(A.job_id, A.entry_id, A.attempt, A.message, A.now, A.ttl, A.dead_event)
   return 'dead'
 end
-redis.call('HSET', KEYS[1], 'error_code', ARGV[5])
-end_job(ARGV[1], ARGV[2], 'failed', ARGV[8], ARGV[9], 'error',
-  cjson.encode({code = ARGV[5], message = ARGV[6], attempt = tonumber(ARGV[3])}))
+redis.call('HSET', K.job, 'error_code', A.code)
+end_job(A.job_id, A.entry_id, 'failed', A.now, A.ttl, A.failed_event, A.attempt)
 return 'failed'

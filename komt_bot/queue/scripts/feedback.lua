@@ -1,23 +1,23 @@
 -- Record one person's rating of an answer: one vote a person, a second click changes it (never adds).
--- KEYS: 1 job hash, 2 the answer's feedback hash, 3 feedback totals hash, 4 recent-set prefix (rating appended)
--- ARGV: 1 person, 2 rating, 3 now, 4 ttl for a job hash that has none, 5 recent-set member, 6 recent window (s)
+-- Caller: komt_bot.queue.calls.RecordFeedback. K: job (hash), feedback (the answer's votes), totals, recent
+-- (prefix: rating appended).
 -- Returns {0} when the job's record is gone, else {1, the person's previous rating or "", every rating...}.
 -- Safe to retry: the same click again changes nothing.
-local ttl = redis.call('PTTL', KEYS[1])
+local ttl = redis.call('PTTL', K.job)
 if ttl == -2 then return {0} end
-local previous = redis.call('HGET', KEYS[2], ARGV[1]) or ''
-if previous ~= ARGV[2] then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local previous = redis.call('HGET', K.feedback, A.person) or ''
+if previous ~= A.rating then
+  redis.call('HSET', K.feedback, A.person, A.rating)
   if previous ~= '' then
-    redis.call('HINCRBY', KEYS[3], previous, -1)
-    redis.call('ZREM', KEYS[4] .. previous, ARGV[5])
+    redis.call('HINCRBY', K.totals, previous, -1)
+    redis.call('ZREM', K.recent .. previous, A.member)
   end
-  redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
-  redis.call('ZADD', KEYS[4] .. ARGV[2], ARGV[3], ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[4] .. ARGV[2], 0, tonumber(ARGV[3]) - tonumber(ARGV[6]))
+  redis.call('HINCRBY', K.totals, A.rating, 1)
+  redis.call('ZADD', K.recent .. A.rating, A.now, A.member)
+  redis.call('ZREMRANGEBYSCORE', K.recent .. A.rating, 0, tonumber(A.now) - RECENT_WINDOW)
 end
 -- The votes live as long as the answer's record.
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+if ttl > 0 then redis.call('PEXPIRE', K.feedback, ttl) else redis.call('EXPIRE', K.feedback, A.ttl) end
 local result = {1, previous}
-for _, rating in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(result, rating) end
+for _, rating in ipairs(redis.call('HVALS', K.feedback)) do table.insert(result, rating) end
 return result

@@ -1,8 +1,6 @@
 -- Put a claimed job back at the head of the queue (drain), ahead of every new job. No strike: the worker stopped.
--- KEYS: the job keys (see _common.lua)
--- ARGV: 1 job id, 2 entry id, 3 error ('' for none), 4 requeued idle ms, 5 attempt
--- Returns "ok" or "lost".
-if not owns(ARGV[5]) then return 'lost' end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
-requeue_entry(ARGV[1], ARGV[2], ARGV[4])
+-- Caller: komt_bot.queue.calls.Requeue. Returns "ok" or "lost".
+if not owns(A.attempt) then return 'lost' end
+if A.error ~= '' then redis.call('HSET', K.job, 'error', A.error) end
+requeue_entry(A.job_id, A.entry_id)
 return 'ok'

@@ -1,40 +1,47 @@
 -- Start a claimed entry's job: one new attempt, or end it if it was cancelled meanwhile or is to be given up.
--- KEYS: the job keys (see _common.lua)
--- ARGV: 1 entry id, 2 worker, 3 now, 4 max strikes, 5 job id, 6 job ttl, 7 max attempts in all, 8 start token
---       (unique per call: a retry whose first try landed gets the same attempt back, with nothing written twice)
--- Returns {status, attempt, request}: status "run" (with the request JSON), "skip" (gone or final), "cancelled",
--- "dead".
+-- Caller: komt_bot.queue.calls.Start. Returns its StartStatus, the attempt and more: {"run", attempt, request JSON},
+-- {"skip", 0} (gone or final), {"cancelled", attempt}, {"dead", attempt}, or {"give_up", attempt, error}: the job
+-- is to be dead-lettered and nothing was written. Python owns the events, so the caller encodes the dead-letter
+-- event for that error and calls again with it (give_up_event, give_up_attempt, give_up_error); the job is
+-- dead-lettered if the verdict still holds. A retry whose first try landed (same start token) gets the same attempt.
 --
 -- Attempts charge the guilty. A job found still 'running' was taken over from a worker that went silent (killed,
 -- frozen). It gets a strike only when that attempt never published any text: a question that crashes workers
 -- does so before its first token, while innocent neighbours were streaming. Generation errors strike in fail.lua.
-local state = redis.call('HGET', KEYS[1], 'state')
+local state = redis.call('HGET', K.job, 'state')
 if (not state) or state == 'done' or state == 'failed' or state == 'cancelled' then
-  redis.call('XACK', KEYS[4], GROUP, ARGV[1]); redis.call('XDEL', KEYS[4], ARGV[1])
+  redis.call('XACK', K.jobs, GROUP, A.entry_id); redis.call('XDEL', K.jobs, A.entry_id)
   return {'skip', 0}
 end
-if state == 'running' and redis.call('HGET', KEYS[1], 'start_token') == ARGV[8] then
-  return {'run', tonumber(redis.call('HGET', KEYS[1], 'attempt')), redis.call('HGET', KEYS[1], 'request') or '{}'}
+if state == 'running' and redis.call('HGET', K.job, 'start_token') == A.start_token then
+  return {'run', tonumber(redis.call('HGET', K.job, 'attempt')), redis.call('HGET', K.job, 'request') or '{}'}
 end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-if state == 'running' then
-  redis.call('HINCRBY', KEYS[1], 'lost', 1)
-  if redis.call('HGET', KEYS[1], 'progress') ~= tostring(attempt - 1) then
-    redis.call('HINCRBY', KEYS[1], 'strikes', 1)
-    redis.call('HSET', KEYS[1], 'error', 'its worker died before it wrote anything')
-  end
+local attempt = tonumber(redis.call('HGET', K.job, 'attempt') or '0') + 1
+local taken_over = state == 'running'
+local struck = taken_over and redis.call('HGET', K.job, 'progress') ~= tostring(attempt - 1)
+local cancelled = redis.call('EXISTS', K.cancel) == 1
+local strikes = tonumber(redis.call('HGET', K.job, 'strikes') or '0') + (struck and 1 or 0)
+local err = struck and TAKEOVER_ERROR or redis.call('HGET', K.job, 'error') or LOST_ERROR
+local dead = not cancelled and (strikes >= tonumber(A.max_strikes) or attempt > tonumber(A.max_attempts))
+if dead and (A.give_up_attempt ~= tostring(attempt) or A.give_up_error ~= err) then
+  return {'give_up', attempt, err}
 end
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  end_job(ARGV[5], ARGV[1], 'cancelled', ARGV[3], ARGV[6], 'done', '{"finish_reason":"cancelled"}')
+redis.call('HSET', K.job, 'attempt', attempt)
+if taken_over then redis.call('HINCRBY', K.job, 'lost', 1) end
+if struck then
+  redis.call('HINCRBY', K.job, 'strikes', 1)
+  redis.call('HSET', K.job, 'error', TAKEOVER_ERROR)
+end
+if cancelled then
+  end_job(A.job_id, A.entry_id, 'cancelled', A.now, A.ttl, A.cancelled_event)
   return {'cancelled', attempt}
 end
-local strikes = tonumber(redis.call('HGET', KEYS[1], 'strikes') or '0')
-if strikes >= tonumber(ARGV[4]) or attempt > tonumber(ARGV[7]) then
-  dead_letter(ARGV[5], ARGV[1], attempt - 1, redis.call('HGET', KEYS[1], 'error') or 'worker lost', ARGV[3], ARGV[6])
+if dead then
+  give_up(A.job_id, A.entry_id, attempt - 1, err, A.now, A.ttl, A.give_up_event)
   return {'dead', attempt}
 end
-redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[2], 'started', ARGV[3], 'entry', ARGV[1],
-  'published', 0, 'start_token', ARGV[8])
-redis.call('ZREM', KEYS[3], ARGV[5])
-redis.call('XADD', KEYS[2], '*', 'type', 'start', 'data', cjson.encode({attempt = attempt}))
-return {'run', attempt, redis.call('HGET', KEYS[1], 'request') or '{}'}
+redis.call('HSET', K.job, 'state', 'running', 'worker', A.worker, 'started', A.now, 'entry', A.entry_id,
+  'published', 0, 'start_token', A.start_token)
+redis.call('ZREM', K.waiting, A.job_id)
+append(K.out, A.start_event, attempt)
+return {'run', attempt, redis.call('HGET', K.job, 'request') or '{}'}
