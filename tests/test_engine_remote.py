@@ -236,10 +236,10 @@ async def test_a_server_killed_mid_answer_fails_the_job_and_the_reader_hears_it(
 async def _model_server_down(queue: JobQueue) -> str:
     """The health verdict once the worker's record says its model server does not answer ("" before)."""
     workers = await QueueAdmin(queue).workers()
-    if not workers or workers[0].engine_ok is not False:
+    if not workers or workers[0].record.engine_ok is not False:
         return ""
-    assert workers[0].endpoint and f"{workers[0].endpoint} DOWN" in engine_cell(workers[0])
-    verdict = judge_workers(workers, None, 5.0)
+    assert workers[0].record.endpoint and f"{workers[0].record.endpoint} DOWN" in engine_cell(workers[0])
+    verdict = judge_workers(workers, None)
     assert not verdict.ok
     return verdict.reason
 
