@@ -122,6 +122,23 @@ class LimitSettings(BaseModel):
         return self._prompt_tokens
 
 
+class SlackLimitSettings(BaseModel):
+    """Slack's rate limits as komt-bot spends them: per method and workspace (posting per channel), shared by every
+    open reply of the process. Defaults are Slack's documented tiers; a 429 slows a method down at once anyway."""
+
+    update_per_minute: float = Field(50, gt=0, description="chat.update (Tier 3: 50+ a minute)")
+    update_burst: int = Field(20, ge=1, description="chat.update calls at once from a rested budget")
+    append_per_minute: float = Field(100, gt=0, description="chat.appendStream (Tier 4: 100+ a minute)")
+    append_burst: int = Field(40, ge=1)
+    stream_per_minute: float = Field(20, gt=0, description="chat.startStream and chat.stopStream each (Tier 2)")
+    stream_burst: int = Field(5, ge=1)
+    post_per_minute_per_channel: float = Field(60, gt=0, description="chat.postMessage in one channel (about 1/s)")
+    post_burst: int = Field(5, ge=1)
+    share: float = Field(
+        1.0, gt=0, le=1, description="this replica's part of each limit (0.5 for one of two replicas on a workspace)"
+    )
+
+
 class SlackSettings(BaseModel):
     """The Slack adapter."""
 
@@ -138,6 +155,7 @@ class SlackSettings(BaseModel):
     allow_dms: bool = Field(True, description="answer direct messages")
     continue_threads: bool = Field(True, description="answer every message in a thread the bot has replied in")
     native_streaming: bool = Field(True, description="chat.startStream/appendStream where the workspace allows")
+    limits: SlackLimitSettings = Field(default_factory=SlackLimitSettings)
     history_limit: int = Field(100, ge=0, le=1000, description="earlier thread messages read as the conversation")
     max_message_bytes: int = Field(
         3800, ge=200, le=3900, description="split answers before this many UTF-8 bytes (msg_too_long is near 4000)"
@@ -163,6 +181,17 @@ class SlackSettings(BaseModel):
         return value if value.endswith("/") else value + "/"
 
 
+class DiscordLimitSettings(BaseModel):
+    """Discord's rate limits as komt-bot spends them, shared by every open reply of the process: message posts and
+    edits per channel, interaction responses per interaction. A 429 or an empty ``X-RateLimit-Remaining`` slows a
+    route down at once anyway."""
+
+    channel_per_second: float = Field(1.0, gt=0, description="posts or edits in one channel (about 5 per 5 s)")
+    channel_burst: int = Field(5, ge=1)
+    interaction_per_second: float = Field(1.0, gt=0, description="edits of one interaction's messages")
+    interaction_burst: int = Field(5, ge=1)
+
+
 class DiscordSettings(BaseModel):
     """The Discord adapter."""
 
@@ -182,6 +211,7 @@ class DiscordSettings(BaseModel):
     )
     continue_threads: bool = Field(True, description="answer every message in a thread the bot started")
     history_limit: int = Field(50, ge=0, le=100, description="earlier messages read to build a conversation")
+    limits: DiscordLimitSettings = Field(default_factory=DiscordLimitSettings)
 
 
 class MetricsSettings(BaseModel):

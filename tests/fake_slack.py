@@ -534,11 +534,17 @@ def feedback_values(message: Message) -> dict[str, str]:
 
 
 def update_gaps(fake: FakeSlack) -> list[float]:
-    """Seconds between consecutive chat.update calls of the same message."""
+    """Seconds between consecutive intermediate chat.update calls of the same message (the final text, which
+    goes out as soon as the budget allows, is left out)."""
     by_ts: dict[str, list[Call]] = {}
     for call in fake.calls_of("chat.update"):
         by_ts.setdefault(str(call.args["ts"]), []).append(call)
-    return [b.at - a.at for calls in by_ts.values() for a, b in itertools.pairwise(calls)]
+    return [
+        b.at - a.at
+        for calls in by_ts.values()
+        for a, b in itertools.pairwise(calls)
+        if "komt_stop" in json.dumps(b.args.get("blocks") or [])
+    ]
 
 
 def _rate_limited(retry_after: int) -> web.Response:

@@ -32,8 +32,9 @@ async def job_of(queue: JobQueue, origin_id: str) -> str:
 
 
 def assert_edits_spaced(edits: list[Call]) -> None:
-    """At most one edit a second per message (a little slack for the clocks)."""
-    gaps = [later.at - earlier.at for earlier, later in pairwise(edits)]
+    """At most one intermediate edit a second per message (a little slack for the clocks): the first words replace
+    the placeholder, and the final text goes out, as soon as the budget allows."""
+    gaps = [later.at - earlier.at for earlier, later in pairwise(edits[1:-1])]
     assert all(gap >= 0.95 for gap in gaps), gaps
 
 

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from komt_bot.chat.editor import MessageView, ViewKind
 from komt_bot.chat.sinks import MeteredSink
 from komt_bot.engine.base import GenerationRequest, GenerationUpdate
 from komt_bot.errors import ConfigError
@@ -58,16 +59,16 @@ class MemorySink:
         self.messages: list[str] = []
         self.error: Exception | None = None
 
-    async def post(self, text: str, *, active: bool) -> str:
+    async def post(self, view: MessageView) -> str:
         if self.error:
             raise self.error
-        self.messages.append(text)
+        self.messages.append(view.text)
         return str(len(self.messages) - 1)
 
-    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+    async def edit(self, handle: str, view: MessageView) -> None:
         if self.error:
             raise self.error
-        self.messages[int(handle)] = text
+        self.messages[int(handle)] = view.text
 
 
 class TooManyRequests(Exception):
@@ -144,12 +145,12 @@ async def _count_platform_calls(metrics: Metrics) -> None:
     """An adapter's reply: one post, one edit, then a 429 and another platform error."""
     sink = MemorySink()
     metered = MeteredSink(sink, metrics, "slack")
-    handle = await metered.post("생각 중…", active=True)
-    await metered.edit(handle, "답변", active=False)
+    handle = await metered.post(MessageView("생각 중…", ViewKind.STATUS, active=True))
+    await metered.edit(handle, MessageView("답변", ViewKind.FINAL))
     for error in (TooManyRequests("slow down"), RuntimeError("channel_not_found")):
         sink.error = error
         with pytest.raises(type(error)):
-            await metered.edit(handle, "답변", active=False)
+            await metered.edit(handle, MessageView("답변", ViewKind.FINAL))
 
 
 async def test_failures_are_counted_by_outcome(queue: JobQueue, settings: Settings) -> None:

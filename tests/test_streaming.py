@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from komt_bot import messages
-from komt_bot.chat.editor import ReplyEditor, ReplyLimits, split_text, utf8_size
+from komt_bot.chat.budget import EditSkipped, Priority
+from komt_bot.chat.editor import MessageView, ReplyEditor, ReplyLimits, ViewKind, split_text, utf8_size
+from komt_bot.errors import PlatformError, ReplyGoneError
 
 
 @given(st.text(alphabet=st.sampled_from("가나다라 \n.abc😀"), max_size=3000), st.integers(8, 400))
@@ -42,16 +44,22 @@ class RecordingSink:
     clock: FakeClock
     shown: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[float, str, str, bool]] = field(default_factory=list)
+    views: list[MessageView] = field(default_factory=list)
+    refuse: list[Exception] = field(default_factory=list)  # raised by the next edits, in order
 
-    async def post(self, text: str, *, active: bool) -> str:
+    async def post(self, view: MessageView) -> str:
         handle = f"m{len(self.shown)}"
-        self.shown[handle] = text
-        self.calls.append((self.clock.now, "post", handle, active))
+        self.shown[handle] = view.text
+        self.calls.append((self.clock.now, "post", handle, view.active))
+        self.views.append(view)
         return handle
 
-    async def edit(self, handle: str, text: str, *, active: bool) -> None:
-        self.shown[handle] = text
-        self.calls.append((self.clock.now, "edit", handle, active))
+    async def edit(self, handle: str, view: MessageView) -> None:
+        if self.refuse:
+            raise self.refuse.pop(0)
+        self.shown[handle] = view.text
+        self.calls.append((self.clock.now, "edit", handle, view.active))
+        self.views.append(view)
 
 
 def make_editor(max_size: int = 100) -> tuple[ReplyEditor, RecordingSink, FakeClock]:
@@ -70,7 +78,11 @@ async def test_edits_of_one_message_are_at_least_a_second_apart() -> None:
         await editor.flush()
     await editor.finish()
     times = [t for t, kind, handle, _ in sink.calls if handle == "m0"]
-    assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
+    # The first words replace the placeholder at once and the final text goes out at once; edits between are paced.
+    assert times[1] - times[0] < 0.2
+    assert all(b - a >= 0.999 for a, b in itertools.pairwise(times[1:-1]))  # 0.1 s steps add up inexactly
+    assert [v.priority for v in sink.views[:2]] == [Priority.FIRST, Priority.FIRST]
+    assert sink.views[-1].priority is Priority.FINAL and sink.views[-1].kind is ViewKind.FINAL
     assert sink.shown["m0"] == ("토큰 " * 50).strip() or sink.shown["m0"] == "토큰 " * 50
     assert sink.calls[-1][3] is False  # the final edit removes the Stop button
 
@@ -113,3 +125,62 @@ async def test_an_empty_answer_says_so() -> None:
     await editor.status(messages.queued(0))
     await editor.finish()
     assert "empty answer" in sink.shown["m0"]
+
+
+async def test_the_first_words_replace_the_placeholder_at_once() -> None:
+    editor, sink, clock = make_editor()
+    await editor.status(messages.queued(0))
+    clock.now += 0.05  # the worker's first words, right after the placeholder
+    editor.append("안녕")
+    await editor.flush()
+    assert sink.shown["m0"].startswith("안녕")
+    assert sink.views[0].kind is ViewKind.STATUS and sink.views[1].kind is ViewKind.ANSWER
+
+
+async def test_an_edit_without_budget_is_skipped_and_the_newer_text_follows() -> None:
+    editor, sink, clock = make_editor()
+    editor.append("하나")
+    await editor.flush()
+    sink.refuse.append(EditSkipped("chat.update"))
+    clock.now += 2
+    editor.append(" 둘")
+    await editor.flush()
+    assert sink.shown["m0"].startswith("하나") and "둘" not in sink.shown["m0"]
+    clock.now += 2
+    editor.append(" 셋")
+    await editor.flush()
+    assert sink.shown["m0"].startswith("하나 둘 셋")
+
+
+async def test_a_final_text_the_platform_refuses_is_retried_until_shown() -> None:
+    editor, sink, _clock = make_editor()
+    editor.append("답변")
+    await editor.flush()
+    sink.refuse += [PlatformError("500"), PlatformError("timeout")]
+    assert await editor.finish(feedback="job1")
+    assert sink.shown["m0"] == "답변" and editor.shown
+    assert sink.views[-1].feedback == "job1"
+
+
+async def test_a_final_text_refused_past_its_time_is_reported_unshown() -> None:
+    clock = FakeClock()
+    sink = RecordingSink(clock)
+    limits = ReplyLimits(100, utf8_size, 1.0, final_retry_seconds=3.0)
+    editor = ReplyEditor(sink, limits, clock=clock, sleep=clock.sleep)
+    editor.append("답변")
+    await editor.flush()
+    sink.refuse += [PlatformError("500")] * 100
+    assert not await editor.finish()
+    assert not editor.shown
+
+
+async def test_a_deleted_reply_is_dropped_quietly() -> None:
+    editor, sink, clock = make_editor()
+    editor.append("답변")
+    await editor.flush()
+    sink.refuse.append(ReplyGoneError("message_not_found"))
+    clock.now += 2
+    editor.append(" 계속")
+    await editor.flush()
+    assert await editor.finish()  # nothing more is written to a message a person deleted
+    assert sink.calls[-1][0] < clock.now or len(sink.calls) == 1

@@ -18,7 +18,14 @@ import discord
 from adapters.discord.access import Asker, asker_of_interaction, asker_of_message, is_admin, refusal
 from adapters.discord.control import idempotency_key, origin_job_id
 from adapters.discord.conversation import ConversationReader, question_text
-from adapters.discord.sink import PLATFORM, InteractionSink, MessageSink, discord_limits, thread_name
+from adapters.discord.sink import (
+    PLATFORM,
+    InteractionSink,
+    MessageSink,
+    discord_budget,
+    discord_limits,
+    thread_name,
+)
 from komt_bot import messages
 from komt_bot.chat.ask import Refusal, admit, ask, check
 from komt_bot.chat.editor import ReplyEditor, ReplySink
@@ -26,7 +33,7 @@ from komt_bot.chat.feedback import record_click
 from komt_bot.chat.sinks import platform_call
 from komt_bot.chat.stop import StopResult, stop_pressed
 from komt_bot.chat.tasks import ReplyTasks
-from komt_bot.errors import KomtError
+from komt_bot.errors import KomtError, PlatformError
 from komt_bot.jobs import JobRequest, Origin, Rating, Turn
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
@@ -60,6 +67,7 @@ class Questions:
         self.metrics = metrics
         self._me = me
         self._reader = ConversationReader(queue, history_limit=settings.discord.history_limit)
+        self.budget = discord_budget(settings.discord.limits)  # shared by every reply of this bot
         self.replies = ReplyTasks(PLATFORM)  # each runs in discord.py's task for its event; close() cancels them
 
     # -- mentions, DMs, replies -------------------------------------------------------------------------------
@@ -106,7 +114,9 @@ class Questions:
         thread = message.channel.id if isinstance(message.channel, discord.Thread) else None
         request = self._request(earlier, problem, asker, message.channel.id, message.id, thread)
         in_thread = self.settings.discord.reply_in_thread and thread is None
-        sink = MessageSink(message, in_thread=in_thread, title=thread_name(problem.text), metrics=self.metrics)
+        sink = MessageSink(
+            message, in_thread=in_thread, title=thread_name(problem.text), budget=self.budget, metrics=self.metrics
+        )
         await self._ask(request, sink, message.id)
 
     async def _reply_text(self, message: discord.Message, text: str) -> None:
@@ -137,12 +147,12 @@ class Questions:
         await self.replies.track(self._answer_interaction(interaction, asker, question))
 
     async def _answer_interaction(self, interaction: discord.Interaction[Any], asker: Asker, question: str) -> None:
-        sink = InteractionSink(interaction, metrics=self.metrics)
+        sink = InteractionSink(interaction, budget=self.budget, metrics=self.metrics)
         problem = await self._check(asker, question)
         if isinstance(problem, str):
             try:
-                await ReplyEditor(sink, discord_limits()).finish(problem)
-            except discord.HTTPException as e:
+                await ReplyEditor(sink, discord_limits(), budget=self.budget).finish(problem)
+            except PlatformError as e:
                 log.warning("discord: could not answer interaction %s: %s", interaction.id, e)
             return
         request = self._request([], problem, asker, interaction.channel_id, interaction.id, None)
@@ -181,7 +191,7 @@ class Questions:
         )
 
     async def _ask(self, request: JobRequest, sink: ReplySink, origin: int) -> None:
-        editor = ReplyEditor(sink, discord_limits())
+        editor = ReplyEditor(sink, discord_limits(), budget=self.budget)
         try:
             outcome = await ask(
                 self.queue,
@@ -191,7 +201,7 @@ class Questions:
                 timeout_seconds=self.settings.queue.job_timeout_seconds,
                 job_id=origin_job_id(origin),
             )
-        except discord.HTTPException as e:  # already counted by the sink's platform_call
+        except PlatformError as e:  # already counted by the sink's platform_call
             log.warning("discord: lost the reply to %s (%s); stopping its job", origin, e)
             await self._abandon(origin)
             return

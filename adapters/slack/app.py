@@ -110,7 +110,15 @@ class SlackAdapter:
                 retry_handlers=self._retry_handlers(),
             )
             identity = await _identity(client, self.config.api_url)
-            self.responder = SlackResponder(client, self.queue, self.settings, identity, metrics=self.metrics)
+            reply_client = AsyncWebClient(
+                token=bot_token,
+                base_url=self.config.api_url,
+                session=self._session,
+                retry_handlers=[AsyncConnectionErrorRetryHandler()],  # 429s: the replies' shared budget
+            )
+            self.responder = SlackResponder(
+                client, self.queue, self.settings, identity, metrics=self.metrics, reply_client=reply_client
+            )
             await self._connect(self._bolt_app(client))
         except BaseException:
             await self.stop()

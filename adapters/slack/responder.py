@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.assistant import AssistantThread, suggest_prompts
+from adapters.slack.calls import SlackCalls, slack_budget
 from adapters.slack.events import (
     QUESTION_MARK,
     SlackQuestion,
@@ -43,7 +44,7 @@ from komt_bot.chat.deliveries import Deliveries
 from komt_bot.chat.editor import ReplyEditor, split_text
 from komt_bot.chat.feedback import record_click
 from komt_bot.chat.stop import StopResult, stop_pressed
-from komt_bot.errors import KomtError, QueueError
+from komt_bot.errors import KomtError, PlatformError, QueueError
 from komt_bot.jobs import JobRequest, Origin, Turn, job_id_for_key
 from komt_bot.metrics import Metrics, count_platform_error
 from komt_bot.queue import JobQueue
@@ -86,6 +87,7 @@ class SlackResponder:
         identity: BotIdentity,
         *,
         metrics: Metrics | None = None,
+        reply_client: AsyncWebClient | None = None,
     ) -> None:
         self.client = client
         self.queue = queue
@@ -94,6 +96,9 @@ class SlackResponder:
         self.identity = identity
         self.metrics = metrics
         self.streaming = StreamingGate(self.config.native_streaming)
+        # Replies spend one budget for the workspace, through a client that leaves 429s to it (no SDK retry).
+        self.budget = slack_budget(self.config.limits)
+        self.reply_calls = SlackCalls(reply_client or client, self.budget, identity.team_id, metrics=metrics)
         self.deliveries = Deliveries(queue, PLATFORM)
 
     # -- what to answer ----------------------------------------------------------------------------------------
@@ -216,13 +221,13 @@ class SlackResponder:
 
     @contextlib.asynccontextmanager
     async def _reply(self, target: ReplyTarget, assistant: AssistantThread | None = None) -> AsyncIterator[ReplyEditor]:
-        sink = SlackSink(self.client, target, streaming=self.streaming, metrics=self.metrics, assistant=assistant)
-        editor = ReplyEditor(sink, reply_limits(self.config.max_message_bytes))
+        sink = SlackSink(self.reply_calls, target, streaming=self.streaming, assistant=assistant)
+        editor = ReplyEditor(sink, reply_limits(self.config.max_message_bytes), budget=self.budget)
         try:
             yield editor
-        except SlackApiError as e:
+        except PlatformError as e:
             # Nothing could be shown: stop the job so no worker writes an answer nobody can see.
-            log.warning("slack reply in %s failed: %s", target.channel, e.response.get("error"))
+            log.warning("slack reply in %s failed: %s", target.channel, e)
             self._count("slack_error")
             await self._cancel_quietly(target.job_id)
         finally:

@@ -7,10 +7,13 @@ and the message's final edit is a ``chat.stopStream``; a further message of a lo
 A streaming message cannot carry buttons, so the placeholder stays above the streams holding the Stop button
 (``✍️ writing…``) and is deleted when the reply is finished. Anything else -- a workspace that refuses streaming,
 a stream that expired (``message_not_in_streaming_state``), a text that is not an extension, such as the notice
-after a worker restart or a split that moved back to a better break -- falls back to ``chat.update``, never more
-than once a second per message.
+after a worker restart or a split that moved back to a better break -- falls back to ``chat.update``.
 
-The last message of a finished answer gets the feedback buttons (:meth:`SlackSink.final`): in the blocks of a plain
+Every call spends the workspace's shared budget (:mod:`adapters.slack.calls`) at the priority the editor gave the
+view: a stream is opened only when a ``chat.startStream`` token is free at once (else the answer is written with
+``chat.update``), so a busy workspace never waits on Slack's low streaming tier for first words or finals.
+
+The last message of a finished answer gets the feedback buttons (its view's ``feedback``): in the blocks of a plain
 message, or in ``chat.stopStream``'s blocks for a streamed one. In an assistant thread the status lines (queue
 position, reconnecting) also go to the thread's status (:class:`~adapters.slack.assistant.AssistantThread`).
 
@@ -20,8 +23,6 @@ measured escaped, in UTF-8 bytes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -29,21 +30,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
-
 from adapters.slack.assistant import AssistantThread
+from adapters.slack.calls import PLATFORM, SlackCallError, SlackCalls
 from adapters.slack.events import escape
 from adapters.slack.feedback import feedback_block
 from komt_bot import messages
-from komt_bot.chat.editor import EDIT_INTERVAL_SECONDS, ReplyLimits, split_text, utf8_size
-from komt_bot.chat.feedback import FinalWithFeedback
-from komt_bot.chat.sinks import platform_call
-from komt_bot.metrics import Metrics
+from komt_bot.chat.budget import EditSkipped, Priority
+from komt_bot.chat.editor import EDIT_INTERVAL_SECONDS, MessageView, ReplyLimits, ViewKind, split_text, utf8_size
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
+__all__ = ["PLATFORM", "SlackSink"]
+
 STOP_ACTION_ID = "komt_stop"
 STOP_LABEL = "⏹ Stop"
 SECTION_MAX_CHARS = 3000  # Slack's limit for one section block's text
@@ -55,8 +53,11 @@ def slack_size(text: str) -> int:
 
 
 def reply_limits(max_bytes: int) -> ReplyLimits:
-    """The reply editor's limits for Slack: ``max_bytes`` escaped bytes a message, one edit a second."""
-    return ReplyLimits(max_size=max_bytes, measure=slack_size, edit_interval=EDIT_INTERVAL_SECONDS)
+    """The reply editor's limits for Slack: ``max_bytes`` escaped bytes a message, an edit a second at most (more
+    apart while many answers share the workspace's ``chat.update`` budget)."""
+    return ReplyLimits(
+        max_size=max_bytes, measure=slack_size, edit_interval=EDIT_INTERVAL_SECONDS, edit_method="chat.update"
+    )
 
 
 def text_sections(text: str) -> list[dict[str, Any]]:
@@ -116,82 +117,68 @@ class StreamingGate:
 @dataclass(slots=True)
 class _Message:
     ts: str
+    kind: ViewKind
     streamed: str | None = None  # the text streamed so far while a native stream is open
     stop: bool = False  # shows the Stop button (a plain message)
 
 
-class SlackSink(FinalWithFeedback):
+class SlackSink:
     """A :class:`~komt_bot.chat.editor.ReplySink` for one reply in one Slack thread."""
 
     def __init__(
         self,
-        client: AsyncWebClient,
+        calls: SlackCalls,
         target: ReplyTarget,
         *,
         streaming: StreamingGate,
-        metrics: Metrics | None = None,
         assistant: AssistantThread | None = None,
         interval: float = EDIT_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.client = client
+        self.calls = calls
         self.target = target
         self.streaming = streaming
-        self.metrics = metrics
         self.assistant = assistant
         self.interval = interval
         self.clock = clock
-        self.sleep = sleep
         self._messages: dict[str, _Message] = {}
         self._control: str | None = None  # the placeholder kept for its Stop button while the answer streams
         self._control_text: str | None = None  # a text for it, sent once an edit of it is due
-        self._updated: dict[str, float] = {}
-        self._feedback: str | None = None  # the job id whose buttons the message being finished gets
+        self._control_updated = -math.inf
 
     # -- ReplySink ---------------------------------------------------------------------------------------------
 
-    async def post(self, text: str, *, active: bool) -> str:
+    async def post(self, view: MessageView) -> str:
         """Post the next message of the reply (a stream when the answer is already streaming)."""
         await self._refresh_control()
-        body = messages.strip_mark(text)
-        if self._messages and active and not messages.is_status(body) and self.streaming.allows(self.target.channel):
-            ts = await self._stream_continuation(body)
+        t = self.target
+        if self._messages and view.active and view.kind is ViewKind.ANSWER and self.streaming.allows(t.channel):
+            ts = await self._stream_continuation(view.body)
             if ts is not None:
                 return ts
-        t = self.target
-        blocks = self._blocks(text, active)
-        try:
-            with self._call():
-                response = await self.client.chat_postMessage(
-                    channel=t.channel, thread_ts=t.thread_ts, text=escape(text), blocks=blocks
-                )
-        except SlackApiError as e:
-            self._failed("chat.postMessage", e)
-            raise
-        ts = str(response["ts"])
-        self._messages[ts] = _Message(ts, stop=active and blocks is not None)
-        await self._show_status(body, active)  # after the post: Slack clears the status when the app posts
+        blocks = self._blocks(view)
+        ts = await self.calls.post(t.channel, t.thread_ts, escape(view.text), blocks, view.priority)
+        self._messages[ts] = _Message(ts, view.kind, stop=view.active and blocks is not None)
+        await self._show_status(view)  # after the post: Slack clears the status when the app posts
         return ts
 
-    async def edit(self, handle: str, text: str, *, active: bool) -> None:
-        """Show ``text`` in the message ``handle``: append to its stream, start one, or update it."""
+    async def edit(self, handle: str, view: MessageView) -> None:
+        """Show ``view`` in the message ``handle``: append to its stream, start one, or update it."""
         await self._refresh_control()
         message = self._messages[handle]
-        body = messages.strip_mark(text)
-        await self._show_status(body, active)
+        await self._show_status(view)
         if message.streamed is not None:
-            extends = body.startswith(message.streamed)
-            if extends and await self._continue_stream(message, body, final=not active):
+            extends = view.body.startswith(message.streamed)
+            if extends and await self._continue_stream(message, view):
                 return
             if not extends:
                 await self._stop_quietly(message)
             message.streamed = None
-        elif self._may_begin_streaming(message, body, active) and await self._begin_streaming(message, body):
+        elif self._may_begin_streaming(message, view) and await self._begin_streaming(message, view.body):
             return
-        blocks = self._blocks(text, active)
-        message.stop = active and blocks is not None
-        await self._update(message.ts, text, blocks or [])
+        blocks = self._blocks(view)
+        await self.calls.update(self.target.channel, message.ts, escape(view.text), blocks or [], view.priority)
+        message.kind, message.stop = view.kind, view.active and blocks is not None
 
     async def close(self) -> None:
         """Finish the reply: close any stream still open and remove the Stop message left above a stream."""
@@ -199,19 +186,24 @@ class SlackSink(FinalWithFeedback):
             await self._stop_quietly(message)
         if self._control is None:
             return
+        control, self._control = self._control, None
         try:
-            with self._call():
-                await self.client.chat_delete(channel=self.target.channel, ts=self._control)
-        except SlackApiError as e:
-            self._failed("chat.delete", e)
-            await self._update(self._control, messages.BLANKED, [])
-        self._control = None
+            await self.calls.delete(self.target.channel, control)
+        except SlackCallError as e:
+            log.warning("slack chat.delete failed in %s: %s", self.target.channel, e.code)
+            await self._quietly(self.calls.update(self.target.channel, control, messages.BLANKED, [], Priority.FINAL))
 
     # -- streaming ---------------------------------------------------------------------------------------------
 
-    def _may_begin_streaming(self, message: _Message, body: str, active: bool) -> bool:
-        """The message with the Stop button starts the stream (once) when answer text replaces what it shows."""
-        return self._control is None and message.stop and active and not messages.is_status(body)
+    def _may_begin_streaming(self, message: _Message, view: MessageView) -> bool:
+        """The placeholder with the Stop button starts the stream (once) when the answer's first words replace it."""
+        return (
+            self._control is None
+            and message.stop
+            and message.kind is ViewKind.STATUS
+            and view.active
+            and view.kind is ViewKind.ANSWER
+        )
 
     async def _begin_streaming(self, message: _Message, body: str) -> bool:
         """Open a stream below the message; the message itself stays, as the Stop button's holder."""
@@ -219,133 +211,105 @@ class SlackSink(FinalWithFeedback):
         if ts is None:
             return False
         self._control, self._control_text = message.ts, messages.WRITING
-        message.ts, message.streamed, message.stop = ts, body, False
+        message.ts, message.streamed, message.stop, message.kind = ts, body, False, ViewKind.ANSWER
         return True
 
     async def _stream_continuation(self, body: str) -> str | None:
         """A further message of a streaming answer: a new stream, below a Stop message posted for it if needed."""
         if self._control is None:
+            if not self.calls.may_stream():
+                return None
             self._control = await self._post_control()
             if self._control is None:
                 return None
-        ts = await self._start_stream(body)
+            ts = await self._start_stream(body, token_taken=True)
+        else:
+            ts = await self._start_stream(body)
         if ts is not None:
-            self._messages[ts] = _Message(ts, streamed=body)
+            self._messages[ts] = _Message(ts, ViewKind.ANSWER, streamed=body)
         return ts
 
     async def _post_control(self) -> str | None:
         t = self.target
+        blocks = stop_blocks(messages.WRITING, t.job_id)
         try:
-            with self._call():
-                response = await self.client.chat_postMessage(
-                    channel=t.channel,
-                    thread_ts=t.thread_ts,
-                    text=escape(messages.WRITING),
-                    blocks=stop_blocks(messages.WRITING, t.job_id),
-                )
-        except SlackApiError as e:
-            self._failed("chat.postMessage", e)
+            return await self.calls.post(t.channel, t.thread_ts, escape(messages.WRITING), blocks, Priority.FIRST)
+        except SlackCallError as e:
+            log.warning("slack chat.postMessage failed in %s: %s", t.channel, e.code)
             return None
-        return str(response["ts"])
 
-    async def _start_stream(self, body: str) -> str | None:
+    async def _start_stream(self, body: str, *, token_taken: bool = False) -> str | None:
+        """A new native stream, only when the workspace's ``chat.startStream`` budget has a token free now."""
         t = self.target
-        if not self.streaming.allows(t.channel):
+        if not self.streaming.allows(t.channel) or not (token_taken or self.calls.may_stream()):
             return None
         try:
-            with self._call():
-                response = await self.client.chat_startStream(
-                    channel=t.channel,
-                    thread_ts=t.thread_ts,
-                    recipient_user_id=t.user,
-                    recipient_team_id=t.team,
-                    markdown_text=escape(body),
-                )
-        except SlackApiError as e:
-            self._failed("chat.startStream", e)
-            self.streaming.refuse(t.channel, _code(e))
+            return await self.calls.start_stream(t.channel, t.thread_ts, t.user, escape(body))
+        except SlackCallError as e:
+            self.streaming.refuse(t.channel, e.code)
             return None
-        return str(response["ts"])
 
-    async def _continue_stream(self, message: _Message, body: str, *, final: bool) -> bool:
+    async def _continue_stream(self, message: _Message, view: MessageView) -> bool:
         """Append the new text (or stop the stream on the final edit); False when the stream is gone."""
         assert message.streamed is not None
-        new = escape(body[len(message.streamed) :])
+        final = view.kind is ViewKind.FINAL
+        new = escape(view.body[len(message.streamed) :])
         if not final and not new:
             return True
         channel = self.target.channel
         try:
-            with self._call():
-                if final:
-                    blocks = [feedback_block(self._feedback)] if self._feedback else None
-                    await self.client.chat_stopStream(
-                        channel=channel, ts=message.ts, markdown_text=new or None, blocks=blocks
-                    )
-                else:
-                    await self.client.chat_appendStream(channel=channel, ts=message.ts, markdown_text=new)
-        except SlackApiError as e:
-            self._failed("chat.stopStream" if final else "chat.appendStream", e)
+            if final:
+                blocks = [feedback_block(view.feedback)] if view.feedback else None
+                await self.calls.stop_stream(channel, message.ts, new or None, blocks, view.priority)
+            else:
+                await self.calls.append_stream(channel, message.ts, new, view.priority)
+        except SlackCallError as e:
+            log.warning("slack %s failed in %s: %s", e.method, channel, e.code)
             return False
-        message.streamed = None if final else body
+        message.streamed = None if final else view.body
+        message.kind = view.kind
         return True
 
     async def _stop_quietly(self, message: _Message) -> None:
         if message.streamed is None:
             return
         message.streamed = None
-        try:
-            with self._call():
-                await self.client.chat_stopStream(channel=self.target.channel, ts=message.ts)
-        except SlackApiError as e:
-            self._failed("chat.stopStream", e)
+        await self._quietly(self.calls.stop_stream(self.target.channel, message.ts, None, None, Priority.FINAL))
 
     # -- plain messages ----------------------------------------------------------------------------------------
 
-    def _blocks(self, text: str, active: bool) -> list[dict[str, Any]] | None:
+    def _blocks(self, view: MessageView) -> list[dict[str, Any]] | None:
         # While an answer streams, its Stop button lives on the placeholder above it, not on each message.
-        if active and self._control is None:
-            return stop_blocks(text, self.target.job_id)
-        if not active and self._feedback is not None:
-            return answer_blocks(text, self._feedback)
+        if view.active and self._control is None:
+            return stop_blocks(view.text, self.target.job_id)
+        if not view.active and view.feedback is not None:
+            return answer_blocks(view.text, view.feedback)
         return None
 
-    async def _show_status(self, body: str, active: bool) -> None:
+    async def _show_status(self, view: MessageView) -> None:
         """In an assistant thread, a status line (queue position, reconnecting) is also the thread's status."""
-        if self.assistant is not None and active and messages.is_status(body):
-            await self.assistant.show(body)
+        if self.assistant is not None and view.active and view.kind is ViewKind.STATUS:
+            await self.assistant.show(view.body)
 
     async def _refresh_control(self) -> None:
+        """The Stop holder's own text, sent when an edit of it is due and the budget has one to spare."""
         control, text = self._control, self._control_text
-        if control is None or text is None or self._updated.get(control, -math.inf) + self.interval > self.clock():
+        if control is None or text is None or self._control_updated + self.interval > self.clock():
             return
-        self._control_text = None
-        await self._update(control, text, stop_blocks(text, self.target.job_id))
+        blocks = stop_blocks(text, self.target.job_id)
+        if await self._quietly(self.calls.update(self.target.channel, control, escape(text), blocks, Priority.EDIT)):
+            self._control_text, self._control_updated = None, self.clock()
 
-    async def _update(self, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
-        """``chat.update``, never sooner than the edit interval after the previous one of the same message."""
-        wait = self._updated.get(ts, -math.inf) + self.interval - self.clock()
-        if wait > 0:
-            await self.sleep(wait)
+    async def _quietly(self, call: Awaitable[None]) -> bool:
+        """Await a call whose failure changes nothing for the person (logged); True when it went through."""
         try:
-            with self._call():
-                await self.client.chat_update(channel=self.target.channel, ts=ts, text=escape(text), blocks=blocks)
-        except SlackApiError as e:
-            self._failed("chat.update", e)
-        self._updated[ts] = self.clock()
-
-    # -- bookkeeping -------------------------------------------------------------------------------------------
-
-    def _call(self) -> contextlib.AbstractContextManager[None]:
-        """Count one Web API call: a message posted or edited, or a platform error (and a 429)."""
-        return platform_call(self.metrics, PLATFORM)
-
-    def _failed(self, method: str, error: SlackApiError) -> None:
-        log.warning("slack %s failed in %s: %s", method, self.target.channel, _code(error))
-
-
-def _code(error: SlackApiError) -> str:
-    """The error code of a failed Web API call (``message_not_in_streaming_state``, ``ratelimited``, ...)."""
-    try:
-        return str(error.response.get("error") or error.response.status_code)
-    except Exception:  # a response that is not a Slack JSON answer
-        return type(error).__name__
+            await call
+        except EditSkipped:
+            return False
+        except SlackCallError as e:
+            log.warning("slack %s failed in %s: %s", e.method, self.target.channel, e.code)
+            return False
+        except Exception as e:  # ReplyGoneError: the message is gone, nothing to tidy
+            log.info("slack reply in %s: %s", self.target.channel, e)
+            return False
+        return True

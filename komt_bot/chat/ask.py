@@ -9,6 +9,7 @@ saying what went wrong.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class Outcome:
     job_id: str | None = None
     finish_reason: str | None = None
     text: str = ""
+    shown: bool = True  # False when the platform never took the reply's final text
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,19 @@ async def ask(
 
 
 async def deliver(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_seconds: float) -> Outcome:
-    """Follow a job's output stream into ``editor`` until its last event, the timeout, or Redis going away."""
+    """Follow a job's output stream into ``editor`` until its last event, the timeout, or Redis going away.
+
+    The outcome's ``shown`` says whether the platform took the reply's final text (it is retried until then).
+    """
+    with editor.open():
+        outcome = await _follow(queue, job_id, editor, timeout_seconds=timeout_seconds)
+    if not editor.shown:
+        log.warning("job %s: %s, but its final text could not be shown", job_id, outcome.kind)
+        return dataclasses.replace(outcome, shown=False)
+    return outcome
+
+
+async def _follow(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_seconds: float) -> Outcome:
     deadline = time.monotonic() + timeout_seconds
     started = False
     reconnecting = False

@@ -20,34 +20,6 @@ from komt_bot.queue import JobQueue
 log = logging.getLogger(__name__)
 
 
-class FinalWithFeedback:
-    """For a platform sink: show the last message of a finished answer with the job's feedback buttons.
-
-    The sink's own ``post``/``edit`` render the buttons while ``_feedback`` names the job (set only for this call).
-    """
-
-    _feedback: str | None = None
-
-    async def post(self, text: str, *, active: bool) -> str:
-        """Post a message (the sink's own)."""
-        raise NotImplementedError
-
-    async def edit(self, handle: str, text: str, *, active: bool) -> None:
-        """Edit a message (the sink's own)."""
-        raise NotImplementedError
-
-    async def final(self, handle: str | None, text: str, *, feedback: str) -> str:
-        """Show the last message of a finished answer with the feedback buttons of the job ``feedback``."""
-        self._feedback = feedback
-        try:
-            if handle is None:
-                return await self.post(text, active=False)
-            await self.edit(handle, text, active=False)
-            return handle
-        finally:
-            self._feedback = None
-
-
 _VALUE = re.compile(r"(up|down):([0-9a-f]{1,64})")
 VALUE_PATTERN = _VALUE.pattern  # for platforms that match a button's id with a pattern of their own
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from komt_bot.chat.editor import ReplySink
+from komt_bot.chat.editor import MessageView, ReplySink
 from komt_bot.metrics import Metrics, count_platform_error
 
 
@@ -33,12 +33,12 @@ class MeteredSink:
         self.metrics = metrics
         self.platform = platform
 
-    async def post(self, text: str, *, active: bool) -> str:
+    async def post(self, view: MessageView) -> str:
         """Post through the wrapped sink, counted."""
         with platform_call(self.metrics, self.platform):
-            return await self.sink.post(text, active=active)
+            return await self.sink.post(view)
 
-    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+    async def edit(self, handle: str, view: MessageView) -> None:
         """Edit through the wrapped sink, counted."""
         with platform_call(self.metrics, self.platform):
-            await self.sink.edit(handle, text, active=active)
+            await self.sink.edit(handle, view)

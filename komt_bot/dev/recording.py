@@ -10,6 +10,7 @@ from typing import Literal
 
 from komt_bot import messages
 from komt_bot.chat.ask import Outcome
+from komt_bot.chat.editor import MessageView
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,18 +40,18 @@ class RecordingSink:
         self.first_answer_at: float | None = None
         self._texts: dict[str, str] = {}
 
-    async def post(self, text: str, *, active: bool) -> str:
+    async def post(self, view: MessageView) -> str:
         """Record a new message; its handle is ``m<n>``."""
         handle = f"m{len(self.handles) + 1}"
         self.handles.append(handle)
-        self._record("post", handle, text, active)
+        self._record("post", handle, view.text, view.active)
         return handle
 
-    async def edit(self, handle: str, text: str, *, active: bool) -> None:
+    async def edit(self, handle: str, view: MessageView) -> None:
         """Record an edit (an edit of a handle this sink never posted is a harness bug, so it raises)."""
         if handle not in self._texts:
             raise KeyError(f"edit of an unknown message {handle!r}")
-        self._record("edit", handle, text, active)
+        self._record("edit", handle, view.text, view.active)
 
     def _record(self, kind: Literal["post", "edit"], handle: str, text: str, active: bool) -> None:
         now = self.clock()
