@@ -106,3 +106,9 @@ def test_an_attempt_moves_one_way() -> None:
     assert lost.mark_lost() and lost.is_lost and not lost.publishing
     assert not lost.begin_finishing()  # a lost attempt writes no end
     assert not lost.request_cancel()
+    lost.end()
+    assert lost.mark_lost()  # a heartbeat after its task was over still hears it was lost
+    fenced = Attempt(job)
+    assert fenced.begin_finishing()
+    fenced.end(lost=True)  # its end was refused: another worker had the job
+    assert fenced.is_lost

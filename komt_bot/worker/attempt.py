@@ -3,15 +3,16 @@
 An attempt is ``running`` while the answer is written; a stop button makes it ``cancelling`` (it still ends as
 answered so far, "cancelled"); writing its end makes it ``finishing``, and then it has ``ended``. Until it is
 finishing it can be found ``lost``: another worker owns the job now (this one froze or was too slow), so it writes
-nothing more. The job runner, the publisher, the heartbeat loop and the cancel watcher all ask the attempt and move
-it through its methods; nobody keeps flags of their own.
+nothing more, and it stays lost when its task is over. The job runner, the publisher, the heartbeat loop and the
+cancel watcher all ask the attempt and move it through its methods; nobody keeps flags of their own.
 
 ::
 
     running ──request_cancel()──▶ cancelling
        │                             │
-       ├──────begin_finishing()──────┴──▶ finishing ──end()──▶ ended
-       └──mark_lost() (also from cancelling)──▶ lost ──end()──▶ ended
+       ├──────begin_finishing()──────┴──▶ finishing ──end()──────────▶ ended
+       │                             │        └──────end(lost=True)──▶ lost
+       └─────────mark_lost()─────────┴───────────────────────────────▶ lost
 """
 
 from __future__ import annotations
@@ -87,12 +88,12 @@ class Attempt:
         return True
 
     def mark_lost(self) -> bool:
-        """Another worker owns the job: a generating attempt becomes lost. False when it is already writing its
-        end or over (a job that finished while a heartbeat was on its way is not lost)."""
-        if self._state not in _GENERATING:
-            return False
-        self._state = AttemptState.LOST
-        return True
+        """Another worker owns the job: a generating attempt becomes lost. True when the attempt is lost now; False
+        when it was writing its end or had ended otherwise (a job that finished while a heartbeat was on its way is
+        not lost)."""
+        if self._state in _GENERATING:
+            self._state = AttemptState.LOST
+        return self._state is AttemptState.LOST
 
     def begin_finishing(self) -> bool:
         """The attempt is about to write its end: no more ticks take its text. False when it was lost."""
@@ -101,9 +102,10 @@ class Attempt:
         self._state = AttemptState.FINISHING
         return True
 
-    def end(self) -> None:
-        """The attempt is over, however it ended."""
-        self._state = AttemptState.ENDED
+    def end(self, *, lost: bool = False) -> None:
+        """The attempt is over: ``lost`` when it was dropped (another worker takes the job), else ended (finished,
+        failed or handed back). An attempt found lost stays lost."""
+        self._state = AttemptState.LOST if lost or self.is_lost else AttemptState.ENDED
 
     async def until_cancel_requested(self) -> None:
         """Return once a stop has been requested."""

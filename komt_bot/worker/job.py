@@ -180,7 +180,7 @@ class JobRunner:
             self._ended(attempt, "lost", "job dropped", reason="drain")
 
     def _ended(self, attempt: Attempt, outcome: JobOutcome, message: str, **extra: object) -> None:
-        attempt.end()
+        attempt.end(lost=outcome == "lost")
         job = attempt.job
         with contextlib.suppress(Exception):
             self.hooks.ended(job, outcome, attempt.usage.get("completion_tokens", 0))

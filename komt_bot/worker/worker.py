@@ -264,8 +264,8 @@ class Worker:
                 attempts = list(self._attempts.values())
                 lost = await self.queue.heartbeat(self.name, [attempt.job for attempt in attempts])
                 for attempt in attempts:
-                    # A job that finished while the heartbeat was on its way is no longer running: mark_lost says
-                    # no to it (it is finishing or ended), and nothing is reported.
+                    # A job that finished while the heartbeat was on its way is not lost: mark_lost says no to it
+                    # (it is finishing or ended), and nothing is reported.
                     if attempt.job_id in lost and attempt.mark_lost():
                         log.warning("worker %s: job %s is another worker's now; dropping it", self.name, attempt.job_id)
                 await self._publish_record()
