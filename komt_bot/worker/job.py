@@ -25,6 +25,7 @@ from komt_bot.errors import EmptyPromptError, EnginePromptTooLongError, EngineUn
 from komt_bot.jobs import ClaimedJob, ErrorCode
 from komt_bot.prompt import build_prompt, clean_answer
 from komt_bot.queue import JobQueue
+from komt_bot.queue.calls import FailOutcome
 from komt_bot.settings import Settings
 from komt_bot.worker.attempt import Attempt
 from komt_bot.worker.hooks import JobOutcome, WorkerHooks
@@ -38,6 +39,14 @@ job_log = logging.getLogger("komt_bot.jobs")
 # comes out too long ends the job as prompt_too_long, like one the builder refuses).
 PROMPT_MARGIN_TOKENS = 8
 REQUEUE_GRACE_SECONDS = 3.0  # a stopping worker waits this long to hand a job back; else it is taken over
+
+
+_FAIL_OUTCOMES: dict[FailOutcome, JobOutcome] = {
+    FailOutcome.RETRIED: "retried",
+    FailOutcome.DEAD: "dead_letter",
+    FailOutcome.FAILED: "failed",
+    FailOutcome.LOST: "lost",
+}
 
 
 class _JobLost(Exception):
@@ -154,8 +163,7 @@ class JobRunner:
             log.warning("job %s: could not record its failure: %s", attempt.job_id, e)
             self._ended(attempt, "lost", "job dropped", reason="Redis unreachable")
             return
-        shown: JobOutcome = "dead_letter" if outcome == "dead" else outcome
-        self._ended(attempt, shown, "job failed", code=str(code))
+        self._ended(attempt, _FAIL_OUTCOMES[outcome], "job failed", code=str(code))
 
     async def _requeue(self, attempt: Attempt) -> None:
         """The worker is stopping: hand the job back at the head of the queue, without waiting long for Redis.
