@@ -34,6 +34,7 @@ from adapters.slack.assistant import started_thread
 from adapters.slack.events import parse_message
 from adapters.slack.feedback import FEEDBACK_ACTION_ID, parse_click
 from adapters.slack.http import EventsServer
+from adapters.slack.replies import SlackReplies
 from adapters.slack.responder import BotIdentity, SlackResponder
 from adapters.slack.sink import STOP_ACTION_ID
 from komt_bot.chat.presence import adapter_presence
@@ -45,7 +46,7 @@ from komt_bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 5.0
+SHUTDOWN_GRACE_SECONDS = 1.0  # short tasks (a Stop press, a click) finish; open replies are handed over
 RATE_LIMIT_RETRIES = 3
 
 
@@ -93,6 +94,8 @@ class SlackAdapter:
         self._socket: AsyncSocketModeHandler | None = None
         self._http: EventsServer | None = None
         self._replies = ReplyTasks("slack")  # Bolt's own tasks are fire-and-forget: shutdown waits for these
+        self.replies: SlackReplies | None = None
+        self._leases: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -116,9 +119,19 @@ class SlackAdapter:
                 session=self._session,
                 retry_handlers=[AsyncConnectionErrorRetryHandler()],  # 429s: the replies' shared budget
             )
-            self.responder = SlackResponder(
-                client, self.queue, self.settings, identity, metrics=self.metrics, reply_client=reply_client
+            self.replies = SlackReplies(
+                reply_client,
+                self.queue,
+                self.settings,
+                bot=f"{identity.team_id or '-'}:{identity.user_id}",
+                team=identity.team_id,
+                spawn=self._replies.spawn,
+                metrics=self.metrics,
             )
+            self.responder = SlackResponder(
+                client, self.queue, self.settings, identity, metrics=self.metrics, replies=self.replies
+            )
+            self._leases = asyncio.create_task(self.replies.open.run(), name="slack-replies")
             await self._connect(self._bolt_app(client))
         except BaseException:
             await self.stop()
@@ -126,21 +139,28 @@ class SlackAdapter:
         log.info("slack adapter up (%s mode) as %s", self.mode, identity.user_id)
 
     async def stop(self) -> None:
-        """Stop receiving, give answers in flight a moment to finish, then cancel the rest and close."""
+        """Stop receiving, then hand every open reply over: its job goes on, and the next process (or a sibling
+        replica) continues it in the messages already posted. Nothing is cancelled for the people asking."""
         if self._http is not None:
             await self._http.stop()
             self._http = None
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
+        if self._leases is not None:
+            self._leases.cancel()
+            await asyncio.gather(self._leases, return_exceptions=True)
         await self._replies.close(self.shutdown_grace)
+        if self.replies is not None:
+            await self.replies.open.hand_over()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def status(self) -> dict[str, Any]:
         """What the adapter's heartbeat record says."""
-        return {"mode": self.mode, "port": self.port, "in_flight": len(self._replies)}
+        held = len(self.replies.open) if self.replies is not None else 0
+        return {"mode": self.mode, "port": self.port, "in_flight": len(self._replies), "replies": held}
 
     def _retry_handlers(self) -> list[AsyncRetryHandler]:
         return [AsyncConnectionErrorRetryHandler(), CountedRateLimitRetry(self.metrics)]

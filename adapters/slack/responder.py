@@ -15,20 +15,16 @@ feedback buttons is recorded on its job and acknowledged privately.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.assistant import AssistantThread, suggest_prompts
-from adapters.slack.calls import SlackCalls, slack_budget
 from adapters.slack.events import (
     QUESTION_MARK,
     SlackQuestion,
@@ -37,14 +33,15 @@ from adapters.slack.events import (
     thread_conversation,
 )
 from adapters.slack.feedback import FeedbackClick
-from adapters.slack.sink import PLATFORM, ReplyTarget, SlackSink, StreamingGate, reply_limits, slack_size
+from adapters.slack.replies import SlackReplies
+from adapters.slack.sink import PLATFORM, ReplyTarget, slack_size
 from komt_bot import messages
-from komt_bot.chat.ask import Refusal, admit, ask
+from komt_bot.chat.ask import Refusal, admit
 from komt_bot.chat.deliveries import Deliveries
 from komt_bot.chat.editor import ReplyEditor, split_text
 from komt_bot.chat.feedback import record_click
 from komt_bot.chat.stop import StopResult, stop_pressed
-from komt_bot.errors import KomtError, PlatformError, QueueError
+from komt_bot.errors import QueueError
 from komt_bot.jobs import JobRequest, Origin, Turn, job_id_for_key
 from komt_bot.metrics import Metrics, count_platform_error
 from komt_bot.queue import JobQueue
@@ -55,7 +52,6 @@ log = logging.getLogger(__name__)
 THREAD_MEMORY_SECONDS = 7 * 86_400
 HISTORY_PAGE_SIZE = 200
 HISTORY_MAX_PAGES = 5
-ABANDON_SECONDS = 3.0
 NOT_IN_CHANNEL = "🙈 komt-bot이 이 채널에 없습니다. 먼저 초대해 주세요 / invite komt-bot to this channel first"
 # What the presser of a Stop button is told privately; a stopped job's reply says "stopped", an ended one nothing.
 _STOP_REPLIES: dict[StopResult, str] = {"refused": messages.STOP_REFUSED, "queue_down": messages.QUEUE_DOWN}
@@ -87,7 +83,7 @@ class SlackResponder:
         identity: BotIdentity,
         *,
         metrics: Metrics | None = None,
-        reply_client: AsyncWebClient | None = None,
+        replies: SlackReplies,
     ) -> None:
         self.client = client
         self.queue = queue
@@ -95,10 +91,7 @@ class SlackResponder:
         self.config = settings.slack
         self.identity = identity
         self.metrics = metrics
-        self.streaming = StreamingGate(self.config.native_streaming)
-        # Replies spend one budget for the workspace, through a client that leaves 429s to it (no SDK retry).
-        self.budget = slack_budget(self.config.limits)
-        self.reply_calls = SlackCalls(reply_client or client, self.budget, identity.team_id, metrics=metrics)
+        self.replies = replies
         self.deliveries = Deliveries(queue, PLATFORM)
 
     # -- what to answer ----------------------------------------------------------------------------------------
@@ -130,7 +123,7 @@ class SlackResponder:
         q = question
         target = _target(q.channel, q.thread_ts, q.user, q.team, q.key)
         thread = AssistantThread(self.client, q.channel, q.thread_ts, metrics=self.metrics) if assistant else None
-        async with self._reply(target, thread) as editor:
+        async with self.replies.reply(target, thread) as editor:
             if not await self._claim(q.key, editor):
                 return
             refusal = self.refusal(channel=q.channel, user=q.user, is_dm=q.is_dm)
@@ -178,7 +171,7 @@ class SlackResponder:
         if root is None:
             return
         target = _target(channel, root, user, team, f"{team or '-'}:{channel}:{root}")
-        async with self._reply(target) as editor:
+        async with self.replies.reply(target) as editor:
             await self._ask(target, [Turn(role="user", text=text)], editor, message_ts=root)
 
     async def _post_question(self, channel: str, user: str, text: str, respond: AsyncRespond) -> str | None:
@@ -219,20 +212,6 @@ class SlackResponder:
 
     # -- the shared path -------------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _reply(self, target: ReplyTarget, assistant: AssistantThread | None = None) -> AsyncIterator[ReplyEditor]:
-        sink = SlackSink(self.reply_calls, target, streaming=self.streaming, assistant=assistant)
-        editor = ReplyEditor(sink, reply_limits(self.config.max_message_bytes), budget=self.budget)
-        try:
-            yield editor
-        except PlatformError as e:
-            # Nothing could be shown: stop the job so no worker writes an answer nobody can see.
-            log.warning("slack reply in %s failed: %s", target.channel, e)
-            self._count("slack_error")
-            await self._cancel_quietly(target.job_id)
-        finally:
-            await sink.close()
-
     async def _ask(
         self, target: ReplyTarget, conversation: list[Turn], editor: ReplyEditor, *, message_ts: str
     ) -> None:
@@ -240,28 +219,10 @@ class SlackResponder:
             platform=PLATFORM, channel=target.channel, thread=target.thread_ts, message=message_ts, user=target.user
         )
         await self._remember_thread(target.channel, target.thread_ts)
-        try:
-            outcome = await ask(
-                self.queue,
-                JobRequest(conversation=conversation, origin=origin),
-                editor,
-                idempotency_key=target.key,
-                timeout_seconds=self.settings.queue.job_timeout_seconds,
-                job_id=target.job_id,
-            )
-        except asyncio.CancelledError:
-            await self._abandon(target.job_id, editor)
-            raise
+        request = JobRequest(conversation=conversation, origin=origin)
+        outcome = await self.replies.ask(target, request, editor)
         self._count(outcome.kind)
         log.info("slack reply in %s: job %s %s", target.channel, outcome.job_id, outcome.kind)
-
-    async def _abandon(self, job_id: str, editor: ReplyEditor) -> None:
-        """The adapter is shutting down mid-answer: stop the job and say so in the thread."""
-        with contextlib.suppress(Exception):  # TimeoutError included: a step that ran out of time ends the attempt
-            async with asyncio.timeout(ABANDON_SECONDS):
-                await self._cancel_quietly(job_id)
-            async with asyncio.timeout(ABANDON_SECONDS):
-                await editor.finish(messages.failed(None, "komt-bot is restarting"))
 
     async def _checked(self, text: str, user: str, editor: ReplyEditor) -> str | None:
         """The question ready to ask, or None after telling the person why not (empty, too long, too often)."""
@@ -321,10 +282,6 @@ class SlackResponder:
     async def _remember_thread(self, channel: str, thread_ts: str) -> None:
         with contextlib.suppress(QueueError):
             await self.queue.remember(PLATFORM, "thread", channel, thread_ts, ttl=THREAD_MEMORY_SECONDS)
-
-    async def _cancel_quietly(self, job_id: str) -> None:
-        with contextlib.suppress(KomtError, RedisError):  # JobNotFoundError: never submitted
-            await self.queue.cancel(job_id)
 
     # -- small Slack calls -------------------------------------------------------------------------------------
 

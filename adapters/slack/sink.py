@@ -120,6 +120,7 @@ class _Message:
     kind: ViewKind
     streamed: str | None = None  # the text streamed so far while a native stream is open
     stop: bool = False  # shows the Stop button (a plain message)
+    orphan_stream: bool = False  # a stream another process opened: stopped before this one edits the message
 
 
 class SlackSink:
@@ -146,6 +147,49 @@ class SlackSink:
         self._control_text: str | None = None  # a text for it, sent once an edit of it is due
         self._control_updated = -math.inf
 
+    # -- the reply's record (komt_bot.chat.handover) -------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Where the reply is and what its messages are on Slack, for its delivery record (no streamed text: a
+        resumed reply stops a stream it did not open and goes on with ``chat.update``)."""
+        t = self.target
+        return {
+            "channel": t.channel,
+            "thread_ts": t.thread_ts,
+            "user": t.user,
+            "team": t.team,
+            "key": t.key,
+            "job_id": t.job_id,
+            "control": self._control,
+            "messages": {
+                handle: {"ts": m.ts, "kind": m.kind.value, "stop": m.stop, "stream": m.streamed is not None}
+                for handle, m in self._messages.items()
+            },
+        }
+
+    @classmethod
+    def resumed(cls, calls: SlackCalls, state: dict[str, Any], *, streaming: StreamingGate) -> SlackSink:
+        """The sink of a reply another process began (its :meth:`state`)."""
+        target = ReplyTarget(
+            str(state["channel"]),
+            str(state["thread_ts"]),
+            str(state.get("user") or ""),
+            state.get("team"),
+            key=str(state.get("key") or ""),
+            job_id=str(state["job_id"]),
+        )
+        sink = cls(calls, target, streaming=streaming)
+        sink._control = state.get("control")
+        sink._control_text = messages.WRITING if sink._control else None
+        for handle, m in (state.get("messages") or {}).items():
+            sink._messages[str(handle)] = _Message(
+                str(m["ts"]),
+                ViewKind(m.get("kind", ViewKind.STATUS)),
+                stop=bool(m.get("stop")),
+                orphan_stream=bool(m.get("stream")),
+            )
+        return sink
+
     # -- ReplySink ---------------------------------------------------------------------------------------------
 
     async def post(self, view: MessageView) -> str:
@@ -167,6 +211,9 @@ class SlackSink:
         await self._refresh_control()
         message = self._messages[handle]
         await self._show_status(view)
+        if message.orphan_stream:
+            message.orphan_stream = False
+            await self._quietly(self.calls.stop_stream(self.target.channel, message.ts, None, None, Priority.FINAL))
         if message.streamed is not None:
             extends = view.body.startswith(message.streamed)
             if extends and await self._continue_stream(message, view):
@@ -184,6 +231,9 @@ class SlackSink:
         """Finish the reply: close any stream still open and remove the Stop message left above a stream."""
         for message in self._messages.values():
             await self._stop_quietly(message)
+            if message.orphan_stream:
+                message.orphan_stream = False
+                await self._quietly(self.calls.stop_stream(self.target.channel, message.ts, None, None, Priority.FINAL))
         if self._control is None:
             return
         control, self._control = self._control, None

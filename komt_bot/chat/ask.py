@@ -17,6 +17,7 @@ from typing import Literal
 
 from komt_bot import messages
 from komt_bot.chat.editor import ReplyEditor
+from komt_bot.chat.handover import ReplyRecorder, ReplyTakenOver
 from komt_bot.errors import EmptyPromptError, KomtError, PromptTooLongError, QueueError
 from komt_bot.jobs import Event, JobRequest
 from komt_bot.prompt import check_question, question_char_limit
@@ -25,7 +26,7 @@ from komt_bot.settings import LimitSettings
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal["done", "cancelled", "failed", "timeout", "refused", "duplicate", "queue_down"]
+OutcomeKind = Literal["done", "cancelled", "failed", "timeout", "refused", "duplicate", "queue_down", "handed_over"]
 RefusalKind = Literal["not_allowed", "empty", "too_long", "rate_limited", "queue_down"]
 
 
@@ -106,6 +107,7 @@ async def ask(
     idempotency_key: str | None,
     timeout_seconds: float,
     job_id: str | None = None,
+    recorder: ReplyRecorder | None = None,
 ) -> Outcome:
     """Submit ``request`` and stream its answer into ``editor``.
 
@@ -113,34 +115,101 @@ async def ask(
     stands for, :func:`~komt_bot.jobs.job_id_for_key`); without it the queue derives or mints one. A redelivered
     platform event (same ``idempotency_key``) returns ``duplicate`` without touching the reply: the first delivery
     owns it.
+
+    With a ``recorder`` (an adapter whose replies outlive it, :mod:`komt_bot.chat.handover`) the reply's delivery
+    record is made before its first message is posted, so another process can finish it if this one goes away.
     """
     try:
         submission = await queue.submit(request, job_id=job_id, idempotency_key=idempotency_key)
+        if submission.created and recorder is not None:
+            await recorder.open()
     except KomtError as e:
         await editor.finish(messages.for_error(e))
         return Outcome("queue_down" if type(e) is QueueError else "refused")
     if not submission.created:
         return Outcome("duplicate", submission.job_id)
     await editor.status(messages.queued(submission.position))
-    return await deliver(queue, submission.job_id, editor, timeout_seconds=timeout_seconds)
+    return await deliver(queue, submission.job_id, editor, timeout_seconds=timeout_seconds, recorder=recorder)
 
 
-async def deliver(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_seconds: float) -> Outcome:
-    """Follow a job's output stream into ``editor`` until its last event, the timeout, or Redis going away.
+async def deliver(
+    queue: JobQueue,
+    job_id: str,
+    editor: ReplyEditor,
+    *,
+    timeout_seconds: float,
+    recorder: ReplyRecorder | None = None,
+) -> Outcome:
+    """Follow a job's output stream, from its start, into ``editor`` until its last event, the timeout, or Redis
+    going away.
 
-    The outcome's ``shown`` says whether the platform took the reply's final text (it is retried until then).
+    The outcome's ``shown`` says whether the platform took the reply's final text (it is retried until then). An
+    editor restored from a delivery record (a resumed reply) replays the stream into the messages already there.
+    With a ``recorder`` the record follows every new message and ends with the reply; a cancelled reply (the
+    adapter shutting down) leaves it, and its job, to the next process, and a reply another process has taken over
+    ends at once as ``handed_over``.
     """
-    with editor.open():
-        outcome = await _follow(queue, job_id, editor, timeout_seconds=timeout_seconds)
+    return await _deliver(queue, job_id, editor, timeout_seconds=timeout_seconds, recorder=recorder)
+
+
+async def resume(
+    queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_seconds: float, recorder: ReplyRecorder
+) -> Outcome:
+    """Continue a reply another adapter process began (``editor`` restored from its delivery record).
+
+    What the job has written so far is read in one go and shown in the messages already there with one edit each
+    (the answer never shrinks back to its first words on the way); then the stream is followed as in
+    :func:`deliver`. A job that ended while no adapter ran is finished at once.
+    """
+    after, started = "0-0", False
+    for event in await queue.output(job_id):
+        if event.terminal:
+            break
+        started = await _apply(event, editor, started, flush=False)
+        after = event.id
+    return await _deliver(
+        queue, job_id, editor, timeout_seconds=timeout_seconds, recorder=recorder, after=after, started=started
+    )
+
+
+async def _deliver(
+    queue: JobQueue,
+    job_id: str,
+    editor: ReplyEditor,
+    *,
+    timeout_seconds: float,
+    recorder: ReplyRecorder | None,
+    after: str = "0-0",
+    started: bool = False,
+) -> Outcome:
+    try:
+        with editor.open():
+            if started:
+                await editor.flush()
+            outcome = await _follow(
+                queue, job_id, editor, timeout_seconds=timeout_seconds, recorder=recorder, after=after, started=started
+            )
+    except ReplyTakenOver:
+        return Outcome("handed_over", job_id, text=editor.answer)
+    if recorder is not None:
+        await recorder.end()
     if not editor.shown:
         log.warning("job %s: %s, but its final text could not be shown", job_id, outcome.kind)
         return dataclasses.replace(outcome, shown=False)
     return outcome
 
 
-async def _follow(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_seconds: float) -> Outcome:
+async def _follow(
+    queue: JobQueue,
+    job_id: str,
+    editor: ReplyEditor,
+    *,
+    timeout_seconds: float,
+    recorder: ReplyRecorder | None,
+    after: str,
+    started: bool,
+) -> Outcome:
     deadline = time.monotonic() + timeout_seconds
-    started = False
     reconnecting = False
 
     async def on_outage(seconds: float) -> None:
@@ -149,7 +218,7 @@ async def _follow(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_
         if not started:
             await editor.status(messages.RECONNECTING)
 
-    events = queue.events(job_id, block_seconds=min(0.5, editor.limits.edit_interval), on_outage=on_outage)
+    events = queue.events(job_id, after=after, block_seconds=min(0.5, editor.limits.edit_interval), on_outage=on_outage)
     try:
         # aclosing: a reply cancelled mid-stream closes its watch now, not whenever the generator is collected
         async with contextlib.aclosing(events):
@@ -162,11 +231,15 @@ async def _follow(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_
                         await editor.flush()
                     else:
                         await editor.status(messages.queued(await queue.position(job_id)))
+                    if recorder is not None:
+                        await _save(recorder, "")
                     continue
                 reconnecting = False
                 started = await _apply(event, editor, started)
                 if event.terminal:
                     return await _finish(event, editor, job_id)
+                if recorder is not None:
+                    await _save(recorder, event.id)
     except QueueError as e:
         log.warning("job %s: lost the queue while streaming: %s", job_id, e)
         await editor.finish(messages.QUEUE_DOWN)
@@ -174,15 +247,25 @@ async def _follow(queue: JobQueue, job_id: str, editor: ReplyEditor, *, timeout_
     raise AssertionError("the output stream ended without a terminal event")  # pragma: no cover
 
 
-async def _apply(event: Event, editor: ReplyEditor, started: bool) -> bool:
+async def _save(recorder: ReplyRecorder, shown_entry: str) -> None:
+    """Keep the delivery record in step (a Redis blip is ridden out by the queue; past it the reply goes on)."""
+    try:
+        await recorder.save(shown_entry)
+    except QueueError as e:
+        log.warning("job %s: could not update its delivery record: %s", recorder.job_id, e)
+
+
+async def _apply(event: Event, editor: ReplyEditor, started: bool, *, flush: bool = True) -> bool:
     if event.type == "start":
         if started or event.attempt > 1:
             editor.reset()
-        await editor.flush()
+        if flush:
+            await editor.flush()
         return True
     if event.type == "delta":
         editor.append(event.text)
-        await editor.flush()
+        if flush:
+            await editor.flush()
     return started
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from komt_bot import messages
 from komt_bot.chat.budget import EditSkipped, PlatformBudget, Priority
@@ -170,6 +171,38 @@ class ReplyEditor:
     def handles(self) -> list[str]:
         """The platform handles of the messages posted so far, in order."""
         return [m.handle for m in self._messages]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The reply's messages as JSON data (handle, text, kind, controls), for the reply's delivery record."""
+        return [
+            {
+                "handle": m.handle,
+                "text": m.view.text,
+                "kind": m.view.kind.value,
+                "active": m.view.active,
+                "feedback": m.view.feedback,
+                "gone": m.gone,
+            }
+            for m in self._messages
+        ]
+
+    def restore(self, snapshot: Sequence[Mapping[str, Any]]) -> None:
+        """Take over the messages another process posted (a :meth:`snapshot`): later edits go to them, never a new
+        post of what is already there. The answer itself is rebuilt by replaying the job's output stream."""
+        self._messages = [
+            _Message(
+                str(item["handle"]),
+                MessageView(
+                    str(item.get("text", "")),
+                    ViewKind(item.get("kind", ViewKind.STATUS)),
+                    bool(item.get("active", False)),
+                    item.get("feedback"),
+                ),
+                -math.inf,  # edited long ago, as far as this process knows: the next edit may go at once
+                bool(item.get("gone", False)),
+            )
+            for item in snapshot
+        ]
 
     @contextlib.contextmanager
     def open(self) -> Iterator[None]:
