@@ -1,7 +1,8 @@
 """The typed records of the job protocol: what adapters ask, what the queue stores, what workers publish.
 
-These are the only shapes that cross the queue. :class:`JobRecord` parses the job hash (``{p}:job:{id}``) and
-:class:`Event` an output-stream entry (``{p}:out:{id}``); nobody else reads their raw fields.
+These are the only shapes that cross the queue. :class:`JobRecord` parses the job hash (``{p}:job:{id}``),
+:class:`Event` an output-stream entry (``{p}:out:{id}``) and :class:`DeliveryRecord` an open reply
+(``{p}:delivery:{id}``); nobody else reads their raw fields.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -291,3 +292,43 @@ def as_rating(value: str | None) -> Rating | None:
         if value == rating:
             return rating
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """An open reply: where it is, how far it has been written, and which adapter process holds it."""
+
+    job_id: str
+    platform: str  # "slack" / "discord"
+    bot: str  # the app/bot it belongs to (Slack team+app or bot user id; Discord application id)
+    owner: str  # the adapter process holding the lease ("" once released)
+    lease_until: float  # wall time (Redis's clock, as time.time()) the lease lapses
+    place: dict[str, Any]  # platform-specific: channel, thread, user, team, interaction token + expiry ...
+    messages: list[dict[str, Any]]  # the reply's messages in order, platform-specific (handle, text shown, kind ...)
+    shown_entry: str  # the last output-stream entry id the reply has shown ("" for none)
+    created: float
+
+    @classmethod
+    def from_hash(cls, job_id: str, fields: Mapping[str, str]) -> DeliveryRecord:
+        """Parse ``HGETALL {p}:delivery:{id}`` (text-mode client); unreadable JSON reads as empty."""
+        get = fields.get
+        place = _json(get("place"), dict)
+        messages = _json(get("messages"), list)
+        return cls(
+            job_id=job_id,
+            platform=get("platform", "") or "",
+            bot=get("bot", "") or "",
+            owner=get("owner", "") or "",
+            lease_until=_float(get("lease_until")) or 0.0,
+            place=place if isinstance(place, dict) else {},
+            messages=[m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else [],
+            shown_entry=get("shown_entry", "") or "",
+            created=_float(get("created")) or 0.0,
+        )
+
+
+def _json(value: str | None, default: type[dict[str, Any]] | type[list[Any]]) -> Any:
+    try:
+        return json.loads(value) if value else default()
+    except ValueError:
+        return default()

@@ -21,6 +21,9 @@ Keys (``{p}`` is ``settings.queue.prefix``)::
     {p}:worker:{name}   a live worker's presence record (JSON, with a TTL)
     {p}:component:{n}   a live adapter's presence record (JSON, with a TTL)
     {p}:reader:{id}     a process's output reader's wake-up stream (a new reply interrupts its blocking XREAD)
+    {p}:delivery:{id}   hash: an open reply of job {id}: platform, bot, owner, lease_until, place (JSON), messages
+                        (JSON), shown_entry, created, claim_token; expires with the job (see queue/deliveries.py)
+    {p}:deliveries:{platform}:{bot}  sorted set job id -> lease expiry of one bot's open replies (claims read it)
 """
 
 from __future__ import annotations
@@ -83,6 +86,22 @@ class QueueKeys:
 
     def reader_wake(self, reader_id: str) -> str:
         return f"{self.prefix}:reader:{reader_id}"
+
+    def delivery(self, job_id: str) -> str:
+        return f"{self.prefix}:delivery:{job_id}"
+
+    def deliveries(self, platform: str, bot: str) -> str:
+        """One bot's open replies by lease expiry (``platform`` holds no ``:``, so the key parses back)."""
+        return f"{self.prefix}:deliveries:{platform}:{bot}"
+
+    def deliveries_pattern(self, platform: str | None = None) -> str:
+        """A SCAN pattern for every bot's (or one platform's) delivery index."""
+        return f"{self.prefix}:deliveries:{platform + ':' if platform else ''}*"
+
+    def parse_deliveries(self, key: str) -> tuple[str, str]:
+        """``(platform, bot)`` of a key made by :meth:`deliveries`."""
+        platform, _, bot = key.removeprefix(f"{self.prefix}:deliveries:").partition(":")
+        return platform, bot
 
     def for_job(self, job_id: str) -> dict[str, str]:
         """The KEYS every job-changing script takes, in order, by the name its Lua reads them with (``K.job``)."""

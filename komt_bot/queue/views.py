@@ -104,6 +104,61 @@ class FeedbackStats:
 
 
 @dataclass(frozen=True, slots=True)
+class BotDeliveries:
+    """One bot's open replies (delivery records): who holds them, and those waiting for an adapter to claim them."""
+
+    platform: str
+    bot: str
+    owners: dict[str, int]  # adapter process -> replies it holds under a live lease
+    orphaned: int  # replies whose lease lapsed (their adapter died, or handed them over): waiting for an owner
+    oldest_lapse_seconds: float | None  # how long the longest-waiting of those has waited past its lease
+
+    @property
+    def open(self) -> int:
+        """Every open reply of the bot."""
+        return sum(self.owners.values()) + self.orphaned
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data, with the open count."""
+        return {**asdict(self), "open": self.open}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCounts:
+    """The open replies of every bot, for ``queue status`` and ``health --component slack|discord``."""
+
+    bots: list[BotDeliveries] = field(default_factory=list)
+
+    @property
+    def open(self) -> int:
+        """Open replies in all."""
+        return sum(bot.open for bot in self.bots)
+
+    @property
+    def orphaned(self) -> int:
+        """Replies waiting for an owner in all."""
+        return sum(bot.orphaned for bot in self.bots)
+
+    @property
+    def oldest_lapse_seconds(self) -> float | None:
+        """The longest any reply has waited for an owner past its lease (None when none waits)."""
+        return max((b.oldest_lapse_seconds for b in self.bots if b.oldest_lapse_seconds is not None), default=None)
+
+    def of_platform(self, platform: str) -> DeliveryCounts:
+        """Only the bots of ``platform``."""
+        return DeliveryCounts([bot for bot in self.bots if bot.platform == platform])
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data: the totals, then each bot."""
+        return {
+            "open": self.open,
+            "orphaned": self.orphaned,
+            "oldest_lapse_seconds": self.oldest_lapse_seconds,
+            "bots": [bot.to_json() for bot in self.bots],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStatus:
     """Everything ``komt-bot queue status`` shows."""
 
@@ -119,6 +174,7 @@ class QueueStatus:
     components: list[ComponentView] = field(default_factory=list)
     running_jobs: list[RunningJob] = field(default_factory=list)
     feedback: FeedbackStats = field(default_factory=FeedbackStats)
+    deliveries: DeliveryCounts = field(default_factory=DeliveryCounts)
 
     @property
     def orphaned(self) -> list[RunningJob]:
@@ -132,6 +188,7 @@ class QueueStatus:
             "workers": [worker.to_json() for worker in self.workers],
             "orphaned": len(self.orphaned),
             "feedback": self.feedback.to_json(),
+            "deliveries": self.deliveries.to_json(),
         }
 
 

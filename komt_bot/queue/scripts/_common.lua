@@ -64,3 +64,14 @@ local function requeue_entry(job_id, entry_id)
   redis.call('ZADD', K.waiting, seq, job_id)
   redis.call('XCLAIM', K.jobs, GROUP, REQUEUED_CONSUMER, 0, entry_id, 'IDLE', REQUEUED_IDLE_MS, 'JUSTID')
 end
+
+-- Redis's own clock in seconds: delivery leases are set and compared in one clock, whatever the hosts' clocks say
+-- (as XAUTOCLAIM's idle times are). Stored with millisecond precision.
+local function server_time()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function seconds_text(value)
+  return string.format('%.3f', value)
+end

@@ -1,0 +1,6 @@
+-- Record how far a reply has been written, fenced by its owner: a process whose delivery was taken over (or
+-- released, or ended) writes nothing. Caller: komt_bot.queue.delivery_calls.SaveDelivery. K: record.
+-- Returns 1 when written, else 0. Safe to retry: the same values again.
+if redis.call('HGET', K.record, 'owner') ~= A.owner then return 0 end
+redis.call('HSET', K.record, 'messages', A.messages, 'shown_entry', A.shown_entry)
+return 1
