@@ -65,6 +65,18 @@ class Metrics:
             ["platform", "rating"],
             registry=r,
         )
+        self.replies_resumed = Counter(
+            "komt_replies_resumed_total",
+            "Replies an adapter took over from a process that died or handed them over, and continued",
+            ["platform"],
+            registry=r,
+        )
+        self.replies_handed_over = Counter(
+            "komt_replies_handed_over_total",
+            "Open replies an adapter released for another process to continue as it shut down (a deploy)",
+            ["platform"],
+            registry=r,
+        )
         self.endpoint: MetricsServer | None = None  # set by serve_metrics
 
 

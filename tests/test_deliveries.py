@@ -11,11 +11,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from komt_bot.jobs import DeliveryRecord
+from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.queue.delivery_calls import ClaimDeliveries, lease_text
 from komt_bot.settings import Settings
 from tests.conftest import REDIS_URL
 from tests.helpers import eventually
+from tests.test_admin import Cli, make_cli
 
 BOT = "T1/A1"
 PLACE = {"channel": "C42", "thread": "1700000000.000100", "user": "U1", "team": "T1"}
@@ -94,6 +96,14 @@ async def test_an_owner_whose_reply_was_taken_over_writes_nothing(queue: JobQueu
     assert await queue.delivery("job1") is None
     assert await index_size(queue) == 0
     assert not await other.save_delivery("job1", owner="slack-b", messages=MESSAGES, shown_entry="9-9")
+
+
+async def test_a_save_can_move_the_reply_to_a_new_place(queue: JobQueue) -> None:
+    await open_reply(queue)
+    moved = {**PLACE, "stream": "1700000000.000300"}
+    assert await queue.save_delivery("job1", owner="slack-a", messages=MESSAGES, shown_entry="7-0", place=moved)
+    record = await queue.delivery("job1")
+    assert record is not None and (record.place, record.messages, record.shown_entry) == (moved, MESSAGES, "7-0")
 
 
 async def test_opening_again_refreshes_the_owners_record_and_keeps_its_progress(queue: JobQueue) -> None:
@@ -205,3 +215,32 @@ async def test_counts_show_who_holds_each_reply_and_those_waiting_for_an_owner(q
     assert slack.oldest_lapse_seconds is not None and 0 <= slack.oldest_lapse_seconds < 5
     assert (counts.open, counts.orphaned) == (5, 1)
     assert counts.of_platform("discord").orphaned == 0
+
+
+async def test_queue_status_shows_open_replies_per_adapter_and_those_waiting(
+    queue: JobQueue, settings: Settings
+) -> None:
+    cli: Cli = make_cli(settings)
+    quiet = await cli.json("queue", "status")
+    assert quiet["deliveries"] == {"open": 0, "orphaned": 0, "oldest_lapse_seconds": None, "bots": []}
+    assert "open replies" not in (await cli.ok("queue", "status")).stdout
+    await open_reply(queue, "job1", owner="slack-a")
+    await open_reply(queue, "job2", owner="slack-a", lease=0.0)
+    data = (await cli.json("queue", "status"))["deliveries"]
+    assert (data["open"], data["orphaned"]) == (2, 1)
+    [bot] = data["bots"]
+    assert (bot["platform"], bot["bot"], bot["owners"]) == ("slack", BOT, {"slack-a": 1})
+    assert (bot["orphaned"], bot["open"]) == (1, 2)
+    table = (await cli.ok("queue", "status")).stdout
+    assert "open replies" in table
+    assert "slack-a" in table and BOT in table
+    assert "WAITING for an adapter" in table
+
+
+def test_resumed_and_handed_over_replies_are_counted_per_platform() -> None:
+    metrics = Metrics()
+    metrics.replies_resumed.labels("slack").inc()
+    metrics.replies_handed_over.labels("discord").inc(2)
+    sample = metrics.registry.get_sample_value
+    assert sample("komt_replies_resumed_total", {"platform": "slack"}) == 1
+    assert sample("komt_replies_handed_over_total", {"platform": "discord"}) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator
 
@@ -10,11 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from komt_bot.chat.presence import component_heartbeat
-from komt_bot.cli.health import judge_component, judge_workers
+from komt_bot.cli.health import judge_component, judge_deliveries, judge_workers
 from komt_bot.queue import JobQueue
 from komt_bot.queue.inspect import QueueAdmin
 from komt_bot.queue.presence import WorkerRecord
-from komt_bot.queue.views import ComponentView, WorkerView
+from komt_bot.queue.views import BotDeliveries, ComponentView, DeliveryCounts, WorkerView
 from komt_bot.settings import Settings
 from komt_bot.worker import Worker
 from tests.fake_engine import ScriptedEngine
@@ -137,6 +138,39 @@ async def test_component_checks_that_adapters_own_heartbeat(cli: Cli) -> None:
         1,
         "unhealthy: unknown component 'teams': use one of worker, slack, discord",
     )
+
+
+@pytest.mark.usefixtures("slack_heartbeat")
+async def test_an_adapter_is_unhealthy_while_replies_wait_for_an_owner_past_the_lease(
+    cli: Cli, queue: JobQueue
+) -> None:
+    await queue.open_delivery("job1", platform="slack", bot="T1/A1", owner="slack-a", place={}, lease_seconds=0)
+    await queue.open_delivery("job2", platform="slack", bot="T1/A1", owner="slack-a", place={}, lease_seconds=0)
+    await asyncio.sleep(0.3)
+    assert (await health(cli, "--component", "slack"))[0] == 0  # a lease lapsed moments ago is normal
+    code, line = await health(cli, "--component", "slack", "--max-orphan-age", "0.2")
+    assert code == 1
+    assert re.fullmatch(
+        r"unhealthy: 2 slack replies have had no adapter for up to \d+\.\d s past the lease \(limit 0\.2 s\): "
+        r"no process resumes them",
+        line,
+    ), line
+    assert len(await queue.claim_deliveries("slack", "T1/A1", "slack-b", lease_seconds=60)) == 2
+    code, line = await health(cli, "--component", "slack", "--max-orphan-age", "0.2")
+    assert (code, line.startswith("ok: slack adapter alive")) == (0, True)
+
+
+def test_waiting_replies_count_only_for_their_own_platform() -> None:
+    waiting = DeliveryCounts(
+        [BotDeliveries("discord", "99", {}, 1, 45.0), BotDeliveries("slack", "T1", {"a": 2}, 0, None)]
+    )
+    assert judge_deliveries(waiting, "slack", 30) is None
+    verdict = judge_deliveries(waiting, "discord", 30)
+    assert verdict is not None and verdict.line == (
+        "unhealthy: 1 discord reply has had no adapter for up to 45.0 s past the lease (limit 30 s): "
+        "no process resumes them"
+    )
+    assert judge_deliveries(waiting, "discord", 60) is None
 
 
 async def test_redis_not_answering_or_not_configured_is_unhealthy(cli: Cli) -> None:

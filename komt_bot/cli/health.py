@@ -2,8 +2,9 @@
 
 Healthy means: Redis answers, the chosen component has a fresh heartbeat record (by default any serving worker;
 with ``host`` only records published from that host, i.e. a container's own process), a worker with the ``openai``
-engine last found its model server answering, and, with ``max_wait``, the job at the head of the queue has waited
-less than that.
+engine last found its model server answering, with ``max_wait`` the job at the head of the queue has waited less
+than that, and for an adapter no reply of its platform has waited for an owner longer than ``max_orphan_age`` past
+its lease (its adapter died or handed it over, and no process claimed it).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import typer
 
 from komt_bot.errors import ConfigError, KomtError
 from komt_bot.queue.inspect import QueueAdmin, open_admin
-from komt_bot.queue.views import ComponentView, WorkerView
+from komt_bot.queue.views import ComponentView, DeliveryCounts, WorkerView
 from komt_bot.settings import Settings, load_settings
 
 COMPONENTS = ("worker", "slack", "discord")
 DEFAULT_TIMEOUT_SECONDS = 5.0
+# A lapsed lease is normal for a few seconds (the next claim, or a successor starting after a deploy, takes it).
+DEFAULT_MAX_ORPHAN_AGE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +96,39 @@ def judge_component(components: list[ComponentView], component: str, host: str |
     return Health(False, f"no {component} adapter heartbeat{where}: it is not running or cannot reach Redis")
 
 
+def judge_deliveries(deliveries: DeliveryCounts, component: str, max_orphan_age: float) -> Health | None:
+    """Unhealthy when replies of this platform have waited for an owner longer than ``max_orphan_age`` past their
+    lease; None when none has."""
+    waiting = [bot for bot in deliveries.of_platform(component).bots if bot.orphaned]
+    oldest = max((bot.oldest_lapse_seconds or 0.0 for bot in waiting), default=0.0)
+    if oldest <= max_orphan_age:
+        return None
+    count = sum(bot.orphaned for bot in waiting)
+    return Health(
+        False,
+        f"{count} {component} repl{'y has' if count == 1 else 'ies have'} had no adapter for up to {oldest:.1f} s "
+        f"past the lease (limit {max_orphan_age:g} s): no process resumes them",
+    )
+
+
 async def judge(
-    admin: QueueAdmin, *, component: str = "worker", host: str | None = None, max_wait: float | None = None
+    admin: QueueAdmin,
+    *,
+    component: str = "worker",
+    host: str | None = None,
+    max_wait: float | None = None,
+    max_orphan_age: float = DEFAULT_MAX_ORPHAN_AGE_SECONDS,
 ) -> Health:
-    """Check one component's heartbeat, then the age of the oldest waiting job."""
+    """Check one component's heartbeat (an adapter's: and its platform's replies waiting for an owner), then the
+    age of the oldest waiting job."""
     now = time.time()
     if component == "worker":
         verdict = judge_workers(await admin.workers(now=now), host)
     else:
         verdict = judge_component(await admin.components(now=now), component, host)
+        if verdict.ok:
+            deliveries = await admin.queue.delivery_counts()
+            verdict = judge_deliveries(deliveries, component, max_orphan_age) or verdict
     if not verdict.ok or max_wait is None:
         return verdict
     age = await admin.oldest_waiting_age(now=now)
@@ -116,6 +143,7 @@ async def check_health(
     component: str = "worker",
     local: bool = False,
     max_wait: float | None = None,
+    max_orphan_age: float = DEFAULT_MAX_ORPHAN_AGE_SECONDS,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> Health:
     """The whole check against the configured Redis. Never raises: every failure is an unhealthy verdict."""
@@ -125,7 +153,7 @@ async def check_health(
 
     async def run() -> Health:
         async with open_admin(settings) as admin:
-            return await judge(admin, component=component, host=host, max_wait=max_wait)
+            return await judge(admin, component=component, host=host, max_wait=max_wait, max_orphan_age=max_orphan_age)
 
     try:
         async with asyncio.timeout(timeout):
@@ -147,6 +175,12 @@ def health_command(
         bool, typer.Option("--local", help="only heartbeats from this host (a container checking its own process)")
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for Redis", min=0.1)] = DEFAULT_TIMEOUT_SECONDS,
+    max_orphan_age: Annotated[
+        float,
+        typer.Option(
+            "--max-orphan-age", help="adapters: unhealthy once a reply waits this long for an owner past its lease (s)"
+        ),
+    ] = DEFAULT_MAX_ORPHAN_AGE_SECONDS,
 ) -> None:
     """Exit 0 when Redis answers and a heartbeat is fresh (and the queue moves), else 1 with the reason."""
     try:
@@ -154,7 +188,16 @@ def health_command(
     except ConfigError as e:
         print(f"unhealthy: configuration error: {e}")
         raise typer.Exit(1) from e
-    verdict = asyncio.run(check_health(settings, component=component, local=local, max_wait=max_wait, timeout=timeout))
+    verdict = asyncio.run(
+        check_health(
+            settings,
+            component=component,
+            local=local,
+            max_wait=max_wait,
+            max_orphan_age=max_orphan_age,
+            timeout=timeout,
+        )
+    )
     print(verdict.line)
     sys.stdout.flush()
     raise typer.Exit(0 if verdict.ok else 1)

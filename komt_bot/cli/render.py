@@ -11,7 +11,15 @@ from rich.table import Table
 from rich.text import Text
 
 from komt_bot.jobs import Event
-from komt_bot.queue.views import FeedbackStats, JobDetail, JobSummary, QueueStatus, RunningJob, WorkerView
+from komt_bot.queue.views import (
+    DeliveryCounts,
+    FeedbackStats,
+    JobDetail,
+    JobSummary,
+    QueueStatus,
+    RunningJob,
+    WorkerView,
+)
 
 # -- formatting ---------------------------------------------------------------------------------------------------
 
@@ -134,11 +142,24 @@ def _components_table(status: QueueStatus) -> Table:
     return table
 
 
+def _deliveries_table(deliveries: DeliveryCounts) -> Table:
+    table = _table("open replies", "platform", "bot", "adapter", "replies", "state")
+    for bot in deliveries.bots:
+        for owner, count in bot.owners.items():
+            _row(table, bot.platform, bot.bot, owner, count, "ok")
+        if bot.orphaned:
+            waited = f"the oldest {seconds(bot.oldest_lapse_seconds)} past its lease"
+            _row(table, bot.platform, bot.bot, "-", bot.orphaned, f"WAITING for an adapter ({waited})")
+    return table
+
+
 def render_status(status: QueueStatus) -> RenderableType:
-    """The ``queue status`` screen: summary, workers, adapters and running jobs."""
+    """The ``queue status`` screen: summary, workers, adapters, open replies and running jobs."""
     parts: list[RenderableType] = [_summary_table(status), Text(""), _workers_table(status)]
     if status.components:
         parts += [Text(""), _components_table(status)]
+    if status.deliveries.bots:
+        parts += [Text(""), _deliveries_table(status.deliveries)]
     if status.running_jobs:
         parts += [Text(""), _running_table(status)]
     return Group(*parts)

@@ -32,6 +32,7 @@ from komt_bot.queue.delivery_calls import (
 from komt_bot.queue.views import BotDeliveries, DeliveryCounts
 
 EMPTY_MESSAGES = "[]"
+NO_PLACE = ""  # a save that leaves the place as it is
 
 
 def _seconds(reply: Any) -> float:
@@ -79,11 +80,23 @@ class DeliveryOps(QueueBase):
         )
         await self._ride(lambda: self.scripts.run(call), "open the reply's delivery record")
 
-    async def save_delivery(self, job_id: str, *, owner: str, messages: list[dict[str, Any]], shown_entry: str) -> bool:
-        """Record the reply's messages and the last output entry it shows. False, with nothing written, when
-        ``owner`` no longer holds it (taken over, released or ended) or it is gone."""
+    async def save_delivery(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        messages: list[dict[str, Any]],
+        shown_entry: str,
+        place: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record the reply's messages, the last output entry it shows and (when given) its changed place. False,
+        with nothing written, when ``owner`` no longer holds it (taken over, released or ended) or it is gone."""
         call = SaveDelivery(
-            job_id=job_id, owner=owner, messages=json.dumps(messages, ensure_ascii=False), shown_entry=shown_entry
+            owner=owner,
+            messages=json.dumps(messages, ensure_ascii=False),
+            shown_entry=shown_entry,
+            place=NO_PLACE if place is None else json.dumps(place, ensure_ascii=False),
+            job_id=job_id,
         )
         return await self._ride(lambda: self.scripts.run(call), "save the reply's progress")
 

@@ -46,6 +46,7 @@ class SaveDelivery(ScriptCall[bool]):
     owner: str
     messages: str  # JSON
     shown_entry: str
+    place: str  # JSON, or "" to leave it as it is
     job_id: str = field(metadata=NOT_ARGV)
 
     def keys(self, keys: QueueKeys) -> list[str]:

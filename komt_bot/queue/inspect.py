@@ -96,6 +96,7 @@ class QueueAdmin:
             components=components,
             running_jobs=running,
             feedback=await self.queue.feedback_stats(now),
+            deliveries=await self.queue.delivery_counts(),
         )
 
     async def _counts(self, now: float) -> dict[str, int]:
