@@ -19,19 +19,8 @@ import redis.asyncio as aioredis
 
 from adapters.slack.app import SlackAdapter, serve
 from komt_bot import messages
-from komt_bot.engine.base import Engine
-from komt_bot.jobs import JobRequest, Origin, Turn, job_id_for_key, new_job_id
-from komt_bot.metrics import Metrics
-from komt_bot.queue import JobQueue
-from komt_bot.queue.working import TextPiece
-from komt_bot.settings import Settings, load_settings
-from tests.fake_engine import ScriptedEngine
-from tests.fake_slack import (
-    BOT_USER,
-    SECRET,
-    TEAM,
-    FakeSlack,
-    Message,
+from komt_bot.dev.fakes.slack import FakeSlack
+from komt_bot.dev.fakes.slack_requests import (
     event_body,
     has_stop,
     message_event,
@@ -39,6 +28,14 @@ from tests.fake_slack import (
     stop_value,
     update_gaps,
 )
+from komt_bot.dev.fakes.slack_wire import BOT_USER, SECRET, TEAM, Message
+from komt_bot.engine.base import Engine
+from komt_bot.jobs import JobRequest, Origin, Turn, job_id_for_key, new_job_id
+from komt_bot.metrics import Metrics
+from komt_bot.queue import JobQueue
+from komt_bot.queue.working import TextPiece
+from komt_bot.settings import Settings, load_settings
+from tests.fake_engine import ScriptedEngine
 from tests.helpers import collect_events, eventually, running_worker
 
 CHANNEL = "C0GENERAL"
@@ -160,15 +157,20 @@ class Stack:
 
     async def final_reply(self, thread_ts: str, *, channel: str = CHANNEL, timeout: float = 30.0) -> str:
         """Wait until the reply in a thread is finished (no Stop button, no open stream); return its text."""
+        return await final_reply(self.fake, thread_ts, channel=channel, timeout=timeout)
 
-        def finished() -> str | None:
-            replies = self.fake.thread(channel, thread_ts)
-            writing = (m.streaming or has_stop(m) or m.text.endswith(messages.WRITING_MARK) for m in replies)
-            if not replies or any(writing):
-                return None
-            return self.fake.thread_text(channel, thread_ts)
 
-        return await until(finished, timeout=timeout, what="a finished reply")
+async def final_reply(fake: FakeSlack, thread_ts: str, *, channel: str = CHANNEL, timeout: float = 30.0) -> str:
+    """Wait until the reply in a thread is finished (no Stop button, no open stream); return its text."""
+
+    def finished() -> str | None:
+        replies = fake.thread(channel, thread_ts)
+        writing = (m.streaming or has_stop(m) or m.text.endswith(messages.WRITING_MARK) for m in replies)
+        if not replies or any(writing):
+            return None
+        return fake.thread_text(channel, thread_ts)
+
+    return await until(finished, timeout=timeout, what="a finished reply")
 
 
 @contextlib.asynccontextmanager

@@ -88,7 +88,7 @@ class ReplyRecorder:
 
     async def save(self, shown_entry: str = "") -> None:
         """Write what changed since the last save (new messages, a stream opened); nothing when nothing did."""
-        state = {"place": self.sink.state(), "messages": self.editor.snapshot()}
+        state: dict[str, Any] = {"place": self.sink.state(), "messages": self.editor.snapshot()}
         current = json.dumps(state, sort_keys=True, ensure_ascii=False)
         if current == self._saved:
             return
