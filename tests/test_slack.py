@@ -506,22 +506,6 @@ async def test_a_stop_on_a_redelivered_events_reply_stops_its_one_job(
     assert not fake.calls_of("chat.postEphemeral")
 
 
-async def test_an_adapter_stopping_mid_answer_stops_the_job_and_says_so(
-    settings: Settings, redis_client: aioredis.Redis, fake: FakeSlack
-) -> None:
-    engine = ScriptedEngine(ANSWER * 3, piece_chars=4, delay=0.05)
-    async with slack_stack(stack_settings(settings, fake), redis_client, fake, engine=engine) as s:
-        question = await s.mention("길게 말해 주세요")
-        await until(lambda: fake.calls_of("chat.startStream"), what="the answer to start streaming")
-        await s.adapter.stop()  # its replies get a moment, then are abandoned
-
-        async def cancelled() -> bool:
-            return (await s.queue.job(job_id_for_key(f"slack:{TEAM}:{CHANNEL}:{question.ts}"))).state == "cancelled"
-
-        await eventually(cancelled)
-        assert (await s.final_reply(question.ts)).endswith(messages.failed(None, "komt-bot is restarting"))
-
-
 async def test_a_stop_button_of_an_earlier_release_still_stops_its_job(
     settings: Settings, redis_client: aioredis.Redis, fake: FakeSlack
 ) -> None:
