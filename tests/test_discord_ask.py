@@ -143,7 +143,8 @@ async def test_reply_to_an_ask_answer_carries_its_question(settings: Settings, r
 async def test_a_429_is_waited_out_and_the_answer_completes(settings: Settings, redis_client: aioredis.Redis) -> None:
     world = World()
     async with running_bot(world, settings, redis_client, ScriptedEngine(SLOW_ANSWER, piece_chars=20)) as bot:
-        bot.fake.fail_next("PATCH", r"/webhooks/\d+/[^/]+/messages/@original", retry_after=0.3)
+        # The answer edits its deferred response through the interaction's webhook, by the message's id.
+        bot.fake.fail_next("PATCH", r"/webhooks/\d+/[^/]+/messages/(@original|\d+)", retry_after=0.3)
         interaction = await bot.fake.slash(world.channel, world.alice, "질문")
         await bot.fake.final_pieces(bot.fake.original_of(interaction), SLOW_ANSWER)
 

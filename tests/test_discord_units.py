@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import discord
 import pytest
 
 import tests.fake_discord  # noqa: F401  (first: imports discord.py without its audioop warning)
 from adapters.discord.access import Asker, refusal
 from adapters.discord.control import StopButton, origin_job_id, stop_view
-from adapters.discord.sink import discord_length, thread_name
+from adapters.discord.interaction import InteractionSink
+from adapters.discord.sink import MessageSink, Piece, discord_length, thread_name
 from komt_bot import messages
 from komt_bot.jobs import Turn, job_id_for_key
 from komt_bot.messages import answer_text
@@ -96,3 +99,30 @@ def test_the_stop_button_carries_the_job_id_and_an_older_one_its_question() -> N
     assert isinstance(button, StopButton) and button.custom_id == f"komt:stop:{job_id}"
     match = button.template.fullmatch(f"komt:stop:{origin}")  # the button of an earlier release
     assert match is not None and match["value"] == str(origin)
+
+
+def test_a_sinks_state_rebuilds_the_same_sink() -> None:
+    client = discord.Client(intents=discord.Intents.none())
+    channel, guild, origin = 1_300_000_000_000_000_001, 1_300_000_000_000_000_002, 1_300_000_000_000_000_003
+    message = client.get_partial_messageable(channel, guild_id=guild).get_partial_message(origin)
+    mention = MessageSink(client, message, guild_id=guild, in_thread=True, title="제목")
+    mention.pieces = [Piece(origin + 1, channel), Piece(origin + 2, origin + 1)]  # the second one in a thread
+    state = mention.state()
+    assert state["pieces"][1] == {"id": str(origin + 2), "channel": str(origin + 1), "token": False}  # ids as text
+    again = MessageSink.resumed(client, json.loads(json.dumps(state)))
+    assert again.state() == state and again.pieces == mention.pieces and again.job_id == mention.job_id
+
+    ask = InteractionSink(
+        client,
+        application_id=7,
+        interaction_id=origin,
+        token="tok",
+        channel_id=channel,
+        guild_id=None,
+        original=origin + 5,
+    )
+    ask.pieces = [Piece(origin + 5, channel, on_token=True)]
+    state = ask.state()
+    again_ask = InteractionSink.resumed(client, json.loads(json.dumps(state)))
+    assert again_ask.state() == state and again_ask.pieces == ask.pieces
+    assert state["created"] == discord.utils.snowflake_time(origin).timestamp()  # the token's clock starts here

@@ -3,7 +3,9 @@
 This module only connects: it points discord.py at the configured REST and gateway URLs, runs the client with
 a heartbeat record beside it, and falls back to running without the privileged message-content intent when the
 application has not been granted it. The client is in :mod:`adapters.discord.client`, the questions in
-:mod:`adapters.discord.questions`, the reply sinks in :mod:`adapters.discord.sink`.
+:mod:`adapters.discord.questions`, the replies (and their resumption after a restart) in
+:mod:`adapters.discord.replies`, the reply sinks in :mod:`adapters.discord.sink` and
+:mod:`adapters.discord.interaction`.
 """
 
 from __future__ import annotations

@@ -59,11 +59,12 @@ class KomtDiscord(discord.Client):
         )
         self.settings = settings
         self.message_content = message_content
-        self.questions = Questions(settings, queue, lambda: self.user, metrics=metrics)
+        self.questions = Questions(settings, queue, self, metrics=metrics)
         self.tree = app_commands.CommandTree(self)
 
     async def setup_hook(self) -> None:
-        """Register ``/ask``, the Stop and feedback buttons, then sync the command (to the test guilds when listed)."""
+        """Register ``/ask``, the Stop and feedback buttons, sync the command (to the test guilds when listed), and
+        start holding replies: this bot's replies left by a process that went away are resumed from now on."""
         self.tree.add_command(ask_command(self.questions))
         self.add_dynamic_items(StopButton, FeedbackButton)
         guild_ids = self.settings.discord.guild_ids
@@ -74,6 +75,8 @@ class KomtDiscord(discord.Client):
         if not guild_ids:
             await self.tree.sync()
         log.info("discord: /ask synced %s", f"to guilds {guild_ids}" if guild_ids else "globally")
+        if self.application_id is not None:  # known once logged in, which is before this hook
+            self.questions.replies.start(self.application_id)
 
     # No on_ready: discord.py dispatches "ready" from a task that outlives close(), and a handler scheduled
     # after close() is a coroutine that never runs.
@@ -94,8 +97,8 @@ class KomtDiscord(discord.Client):
         await self.questions.rate(interaction, job_id, rating)
 
     async def close(self) -> None:
-        """Cancel the replies in progress, then disconnect."""
-        await self.questions.replies.close()
+        """Hand the replies in progress over to the next process (their jobs go on), then disconnect."""
+        await self.questions.close()
         await super().close()
 
     def heartbeat_status(self) -> dict[str, Any]:
@@ -106,5 +109,6 @@ class KomtDiscord(discord.Client):
             "guilds": len(self.guilds),
             "latency_ms": round(self.latency * 1000, 1) if self.latency != float("inf") else None,
             "message_content": self.message_content,
-            "replies_in_progress": len(self.questions.replies),
+            "replies_in_progress": len(self.questions.tasks),
+            "replies": len(self.questions.replies),
         }

@@ -8,32 +8,22 @@ answer's 👍/👎 are answered here too.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import discord
 
 from adapters.discord.access import Asker, asker_of_interaction, asker_of_message, is_admin, refusal
-from adapters.discord.control import idempotency_key, origin_job_id
 from adapters.discord.conversation import ConversationReader, question_text
-from adapters.discord.sink import (
-    PLATFORM,
-    InteractionSink,
-    MessageSink,
-    discord_budget,
-    discord_limits,
-    thread_name,
-)
+from adapters.discord.replies import DiscordReplies, Sink
+from adapters.discord.sink import PLATFORM, thread_name
 from komt_bot import messages
-from komt_bot.chat.ask import Refusal, admit, ask, check
-from komt_bot.chat.editor import ReplyEditor, ReplySink
+from komt_bot.chat.ask import Refusal, admit, check
 from komt_bot.chat.feedback import record_click
 from komt_bot.chat.sinks import platform_call
 from komt_bot.chat.stop import StopResult, stop_pressed
 from komt_bot.chat.tasks import ReplyTasks
-from komt_bot.errors import KomtError, PlatformError
+from komt_bot.errors import PlatformError
 from komt_bot.jobs import JobRequest, Origin, Rating, Turn
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
@@ -55,20 +45,26 @@ class Questions:
     """Answers the questions one Discord client receives."""
 
     def __init__(
-        self,
-        settings: Settings,
-        queue: JobQueue,
-        me: Callable[[], discord.ClientUser | None],
-        *,
-        metrics: Metrics | None = None,
+        self, settings: Settings, queue: JobQueue, client: discord.Client, *, metrics: Metrics | None = None
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.metrics = metrics
-        self._me = me
+        self._client = client
         self._reader = ConversationReader(queue, history_limit=settings.discord.history_limit)
-        self.budget = discord_budget(settings.discord.limits)  # shared by every reply of this bot
-        self.replies = ReplyTasks(PLATFORM)  # each runs in discord.py's task for its event; close() cancels them
+        # Each reply runs in discord.py's task for its event (a resumed one in a task of its own); close() cancels them.
+        self.tasks = ReplyTasks(PLATFORM)
+        self.replies = DiscordReplies(client, queue, settings, spawn=self.tasks.spawn, metrics=metrics)
+
+    def _me(self) -> discord.ClientUser | None:
+        return self._client.user
+
+    async def close(self) -> None:
+        """Stop answering: cancel the replies in progress, then hand them over to the next process (their jobs go
+        on, and it continues them in the messages already posted). Nothing is cancelled for the people asking."""
+        await self.replies.stop_leases()
+        await self.tasks.close()
+        await self.replies.hand_over()
 
     # -- mentions, DMs, replies -------------------------------------------------------------------------------
 
@@ -102,7 +98,7 @@ class Questions:
         if not raw and not self._addressed(message, me.id):
             return  # without the message-content intent a plain reply arrives empty: not ours to judge
         log.info("discord: question in channel %s from %s (%d chars)", message.channel.id, message.author.id, len(raw))
-        await self.replies.track(self._answer_message(message, raw, me.id))
+        await self.tasks.track(self._answer_message(message, raw, me.id))
 
     async def _answer_message(self, message: discord.Message, raw: str, me_id: int) -> None:
         asker = asker_of_message(message)
@@ -114,9 +110,7 @@ class Questions:
         thread = message.channel.id if isinstance(message.channel, discord.Thread) else None
         request = self._request(earlier, problem, asker, message.channel.id, message.id, thread)
         in_thread = self.settings.discord.reply_in_thread and thread is None
-        sink = MessageSink(
-            message, in_thread=in_thread, title=thread_name(problem.text), budget=self.budget, metrics=self.metrics
-        )
+        sink = self.replies.message_sink(message, in_thread=in_thread, title=thread_name(problem.text))
         await self._ask(request, sink, message.id)
 
     async def _reply_text(self, message: discord.Message, text: str) -> None:
@@ -140,18 +134,26 @@ class Questions:
             await interaction.response.send_message(problem.text, ephemeral=True)
             return
         try:
-            await interaction.response.defer(thinking=True)
+            deferred = await interaction.response.defer(thinking=True)
         except discord.HTTPException as e:  # already answered (a redelivered interaction) or expired
             log.warning("discord: could not defer interaction %s: %s", interaction.id, e)
             return
-        await self.replies.track(self._answer_interaction(interaction, asker, question))
+        original = deferred.message_id if deferred is not None else None
+        await self.tasks.track(self._answer_interaction(interaction, asker, question, original))
 
-    async def _answer_interaction(self, interaction: discord.Interaction[Any], asker: Asker, question: str) -> None:
-        sink = InteractionSink(interaction, budget=self.budget, metrics=self.metrics)
+    async def _answer_interaction(
+        self, interaction: discord.Interaction[Any], asker: Asker, question: str, original: int | None
+    ) -> None:
+        if original is None:  # Discord did not say which message the deferred response is: ask once
+            try:
+                original = (await interaction.original_response()).id
+            except discord.HTTPException as e:
+                log.warning("discord: could not read the response of interaction %s: %s", interaction.id, e)
+        sink = self.replies.interaction_sink(interaction, original)
         problem = await self._check(asker, question)
         if isinstance(problem, str):
             try:
-                await ReplyEditor(sink, discord_limits(), budget=self.budget).finish(problem)
+                await self.replies.editor(sink).finish(problem)
             except PlatformError as e:
                 log.warning("discord: could not answer interaction %s: %s", interaction.id, e)
             return
@@ -190,27 +192,11 @@ class Questions:
             ),
         )
 
-    async def _ask(self, request: JobRequest, sink: ReplySink, origin: int) -> None:
-        editor = ReplyEditor(sink, discord_limits(), budget=self.budget)
-        try:
-            outcome = await ask(
-                self.queue,
-                request,
-                editor,
-                idempotency_key=idempotency_key(origin),
-                timeout_seconds=self.settings.queue.job_timeout_seconds,
-                job_id=origin_job_id(origin),
-            )
-        except PlatformError as e:  # already counted by the sink's platform_call
-            log.warning("discord: lost the reply to %s (%s); stopping its job", origin, e)
-            await self._abandon(origin)
-            return
-        self._count(outcome.kind)
-        log.info("discord: answer to %s ended: %s (%d chars)", origin, outcome.kind, len(outcome.text))
-
-    async def _abandon(self, origin: int) -> None:
-        with contextlib.suppress(KomtError):  # JobNotFoundError: never submitted
-            await self.queue.cancel(origin_job_id(origin))
+    async def _ask(self, request: JobRequest, sink: Sink, origin: int) -> None:
+        outcome = await self.replies.ask(request, sink, origin)
+        if outcome is not None:
+            self._count(outcome.kind)
+            log.info("discord: answer to %s ended: %s (%d chars)", origin, outcome.kind, len(outcome.text))
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:

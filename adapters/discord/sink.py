@@ -1,10 +1,11 @@
-"""Where a Discord answer is written: reply sinks for a mention and for an ``/ask`` interaction.
+"""Where a Discord answer is written: the parts both reply sinks share, and the sink of a mention's reply.
 
-Both keep the ``discord.Message`` of every piece they posted, so an edit goes to the right endpoint by itself
-(``InteractionMessage`` and ``WebhookMessage`` edit through the interaction's webhook token, a channel message
-through the channel). Later pieces are sent as replies to the previous piece, which keeps the answer one reply
-chain that a follow-up question can walk back. The Stop button sits under the piece being written; the last piece
-of a finished answer gets the 👍/👎 buttons instead (its view's ``feedback``).
+A sink keeps each piece it posted as a :class:`Piece` (message id, channel, whether the interaction's token edits
+it) and reaches it through a partial message or the interaction's webhook, never through the event objects: a sink
+is the same code whether it began the reply or another process did (:meth:`MessageSink.resumed`, built from the
+reply's delivery record, :mod:`komt_bot.chat.handover`). Later pieces are sent as replies to the previous piece,
+which keeps the answer one reply chain that a follow-up question can walk back. The Stop button sits under the piece
+being written; the last piece of a finished answer gets the 👍/👎 buttons instead (its view's ``feedback``).
 
 Every post and edit spends the process's Discord budget (:func:`discord_budget`): about 5 a 5 s per channel and
 per interaction, shared by every open reply, at the priority the editor gave the view. discord.py still paces each
@@ -15,15 +16,14 @@ skips an intermediate edit rather than queueing it behind the others.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import discord
 
 from adapters.discord.control import origin_job_id, stop_view
 from adapters.discord.feedback import feedback_view
-from komt_bot import messages
 from komt_bot.chat.budget import PlatformBudget, Priority, Throttled, Tier
 from komt_bot.chat.editor import MessageView, ReplyLimits
 from komt_bot.chat.sinks import platform_call
@@ -37,9 +37,7 @@ T = TypeVar("T")
 PLATFORM = "discord"
 DISCORD_MAX_CHARS = 2000
 THREAD_NAME_CHARS = 90
-TOKEN_LIFETIME_SECONDS = 15 * 60
-# Move off the interaction token a minute early, so the old message can still be edited into a pointer.
-TOKEN_MARGIN_SECONDS = 60.0
+UNKNOWN_MESSAGE = 10008  # Discord's error code for a message that is not there (deleted)
 
 
 def discord_length(text: str) -> int:
@@ -82,7 +80,30 @@ def thread_name(question: str) -> str:
     return (first[: THREAD_NAME_CHARS - 1] + "…" if len(first) > THREAD_NAME_CHARS else first) or "komt"
 
 
-class _Sink:
+def snowflake(value: Any) -> int | None:
+    """An id from a delivery record (kept as text: JSON numbers lose a snowflake's low bits elsewhere)."""
+    return int(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One message of a reply: its id, its channel, and whether it is edited through the interaction's token."""
+
+    id: int
+    channel: int
+    on_token: bool = False
+
+    def state(self) -> dict[str, Any]:
+        """The piece as JSON data (ids as text)."""
+        return {"id": str(self.id), "channel": str(self.channel), "token": self.on_token}
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> Piece:
+        """The piece of :meth:`state`."""
+        return cls(int(data["id"]), int(data["channel"]), bool(data.get("token", False)))
+
+
+class DiscordSink:
     """What both sinks share: the pieces posted so far, the Stop button, the budget and metrics.
 
     Every Discord call goes through :meth:`_spend`: within the budget at the view's priority, counted (a message
@@ -90,12 +111,27 @@ class _Sink:
     :class:`~komt_bot.errors.ReplyGoneError`). A failure a sink gets past is logged with :meth:`_failed`.
     """
 
-    def __init__(self, origin_id: int, budget: PlatformBudget | None, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        origin_id: int,
+        guild_id: int | None,
+        budget: PlatformBudget | None,
+        metrics: Metrics | None,
+    ) -> None:
+        self.client = client
         self.origin_id = origin_id
+        self.guild_id = guild_id
         self.job_id = origin_job_id(origin_id)  # the job this reply follows: its Stop button carries it
-        self.posted: list[discord.Message] = []
+        self.pieces: list[Piece] = []
         self.budget = budget or PlatformBudget({})
         self._metrics = metrics
+
+    def _pieces_state(self) -> list[dict[str, Any]]:
+        return [piece.state() for piece in self.pieces]
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        self.pieces = [Piece.from_state(item) for item in state.get("pieces") or []]
 
     def _view(self, view: MessageView) -> discord.ui.View | None:
         """The Stop button while the job runs, the feedback buttons on a finished answer; None removes both."""
@@ -107,9 +143,15 @@ class _Sink:
         """The components of a new message (discord.py's MISSING: none)."""
         return self._view(view) or discord.utils.MISSING
 
-    def _added(self, message: discord.Message) -> str:
-        self.posted.append(message)
-        return str(len(self.posted) - 1)
+    def _added(self, piece: Piece) -> str:
+        self.pieces.append(piece)
+        return str(len(self.pieces) - 1)
+
+    def _channel(self, channel_id: int) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(channel_id, guild_id=self.guild_id)
+
+    def _message(self, piece: Piece) -> discord.PartialMessage:
+        return self._channel(piece.channel).get_partial_message(piece.id)
 
     async def _spend(self, limit: str, scope: int, priority: Priority, send: Callable[[], Awaitable[T]]) -> T:
         """One Discord call within the budget's ``limit`` for ``scope`` (a channel or an interaction)."""
@@ -126,173 +168,139 @@ class _Sink:
     def _failed(self, what: str, error: Exception) -> None:
         log.warning("discord: could not %s for %s: %s", what, self.origin_id, error)
 
-    async def _edit(self, message: discord.Message, view: MessageView) -> None:
-        await self._spend(
+    async def _send_after(self, view: MessageView, channel_id: int, previous: Piece | None) -> Piece:
+        """Post ``view`` in the channel, as a reply to ``previous`` (when there is one)."""
+        channel = self._channel(channel_id)
+        reference = (
+            channel.get_partial_message(previous.id).to_reference(fail_if_not_exists=False)
+            if previous is not None
+            else discord.utils.MISSING
+        )
+        components = self._new_view(view)
+        sent = await self._spend(
             "channel",
-            message.channel.id,
+            channel_id,
             view.priority,
-            lambda: message.edit(content=view.text, view=self._view(view)),
+            lambda: channel.send(view.text, view=components, reference=reference),
+        )
+        return Piece(sent.id, channel_id)
+
+    async def _edit(self, piece: Piece, view: MessageView) -> None:
+        message = self._message(piece)
+        await self._spend(
+            "channel", piece.channel, view.priority, lambda: message.edit(content=view.text, view=self._view(view))
         )
 
 
-class MessageSink(_Sink):
+class MessageSink(DiscordSink):
     """The reply to a message: the first piece replies to it, or opens a thread when ``in_thread`` is set."""
 
     def __init__(
         self,
+        client: discord.Client,
+        origin: discord.PartialMessage,
+        *,
+        guild_id: int | None,
+        in_thread: bool,
+        title: str,
+        budget: PlatformBudget | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        super().__init__(client, origin.id, guild_id, budget, metrics)
+        self._origin = origin
+        self._in_thread = in_thread
+        self._title = title
+
+    @classmethod
+    def replying_to(
+        cls,
+        client: discord.Client,
         message: discord.Message,
         *,
         in_thread: bool,
         title: str,
         budget: PlatformBudget | None = None,
         metrics: Metrics | None = None,
-    ) -> None:
-        super().__init__(message.id, budget, metrics)
-        self._message = message
-        self._in_thread = in_thread
-        self._title = title
+    ) -> MessageSink:
+        """The sink of a new reply to ``message`` (a thread is opened only in a text channel)."""
+        return cls(
+            client,
+            message,
+            guild_id=message.guild.id if message.guild is not None else None,
+            in_thread=in_thread and isinstance(message.channel, discord.TextChannel),
+            title=title,
+            budget=budget,
+            metrics=metrics,
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Where the reply is (the message it answers) and the pieces posted so far, as JSON data."""
+        return {
+            "kind": "message",
+            "channel": str(self._origin.channel.id),
+            "guild": str(self.guild_id) if self.guild_id is not None else None,
+            "origin": str(self.origin_id),
+            "in_thread": self._in_thread,
+            "title": self._title,
+            "pieces": self._pieces_state(),
+        }
+
+    @classmethod
+    def resumed(
+        cls,
+        client: discord.Client,
+        state: Mapping[str, Any],
+        *,
+        budget: PlatformBudget | None = None,
+        metrics: Metrics | None = None,
+    ) -> MessageSink:
+        """The sink of a reply another process began (its :meth:`state`)."""
+        guild_id = snowflake(state.get("guild"))
+        channel = client.get_partial_messageable(int(state["channel"]), guild_id=guild_id)
+        sink = cls(
+            client,
+            channel.get_partial_message(int(state["origin"])),
+            guild_id=guild_id,
+            in_thread=bool(state.get("in_thread")),
+            title=str(state.get("title") or ""),
+            budget=budget,
+            metrics=metrics,
+        )
+        sink._restore(state)
+        return sink
 
     async def post(self, view: MessageView) -> str:
         """Post the next piece of the reply."""
-        components = self._new_view(view)
-        if self.posted:
-            previous = self.posted[-1]
-            reference = previous.to_reference(fail_if_not_exists=False)
-            sent = await self._spend(
-                "channel",
-                previous.channel.id,
-                view.priority,
-                lambda: previous.channel.send(view.text, view=components, reference=reference),
-            )
-            return self._added(sent)
+        if self.pieces:
+            previous = self.pieces[-1]
+            return self._added(await self._send_after(view, previous.channel, previous))
+        channel_id = self._origin.channel.id
         # A reply that is only an error (nothing running) stays in place rather than opening a thread.
-        if view.active and self._in_thread and isinstance(self._message.channel, discord.TextChannel):
+        if view.active and self._in_thread:
             try:
-                return self._added(
-                    await self._spend("channel", self._message.channel.id, view.priority, self._thread(view))
-                )
+                return self._added(await self._spend("channel", channel_id, view.priority, self._thread(view)))
             except PlatformError as e:
                 self._failed("open a thread", e)
+        components = self._new_view(view)
         reply = await self._spend(
             "channel",
-            self._message.channel.id,
+            channel_id,
             view.priority,
-            lambda: self._message.reply(view.text, view=components, mention_author=False),
+            lambda: self._origin.reply(view.text, view=components, mention_author=False),
         )
-        return self._added(reply)
+        return self._added(Piece(reply.id, channel_id))
 
-    def _thread(self, view: MessageView) -> Callable[[], Awaitable[discord.Message]]:
-        async def open_and_post() -> discord.Message:  # the thread and its first message: one post
-            thread = await self._message.create_thread(name=self._title)
-            return await thread.send(view.text, view=self._new_view(view))
+    def _thread(self, view: MessageView) -> Callable[[], Awaitable[Piece]]:
+        async def open_and_post() -> Piece:  # the thread and its first message: one post
+            try:
+                thread = await self._origin.create_thread(name=self._title)
+            except ValueError as e:  # a resumed reply's message whose guild is not known yet
+                raise PlatformError(f"discord: {e}") from e
+            sent = await thread.send(view.text, view=self._new_view(view))
+            return Piece(sent.id, thread.id)
 
         return open_and_post
 
     async def edit(self, handle: str, view: MessageView) -> None:
         """Replace a piece's text."""
-        await self._edit(self.posted[int(handle)], view)
-
-
-class InteractionSink(_Sink):
-    """The answer to an ``/ask`` interaction that was deferred ("thinking").
-
-    The first piece fills the original response; later pieces are channel messages (follow-ups where the bot
-    may not post in the channel). The interaction token lives 15 minutes: after that the answer continues as
-    normal channel messages, and the old message points to them.
-    """
-
-    def __init__(
-        self,
-        interaction: discord.Interaction[Any],
-        *,
-        budget: PlatformBudget | None = None,
-        metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(interaction.id, budget, metrics)
-        self._interaction = interaction
-        self._deadline = interaction.created_at.timestamp() + TOKEN_LIFETIME_SECONDS - TOKEN_MARGIN_SECONDS
-        self._clock = clock
-
-    def token_alive(self) -> bool:
-        """True while the interaction token may still be used (with a margin)."""
-        return self._clock() < self._deadline
-
-    async def post(self, view: MessageView) -> str:
-        """Post the next piece: into the original response first, then as further messages."""
-        interaction = self._interaction
-        if not self.posted and self.token_alive():
-            response = await self._spend(
-                "interaction",
-                interaction.id,
-                view.priority,
-                lambda: interaction.edit_original_response(content=view.text, view=self._view(view)),
-            )
-            return self._added(response)
-        if not self.posted:
-            await self._leave_pointer(None)
-        return self._added(await self._send(view, self.posted[-1] if self.posted else None))
-
-    async def edit(self, handle: str, view: MessageView) -> None:
-        """Replace a piece's text, moving it to a channel message once the token has expired."""
-        index = int(handle)
-        message = self.posted[index]
-        on_token = isinstance(message, discord.InteractionMessage | discord.WebhookMessage)
-        if on_token and not self.token_alive():
-            await self._move(index, view)
-            return
-        if not on_token:
-            await self._edit(message, view)
-            return
-        try:
-            await self._spend(
-                "interaction",
-                self._interaction.id,
-                view.priority,
-                lambda: message.edit(content=view.text, view=self._view(view)),
-            )
-        except PlatformError as e:
-            if not isinstance(e.__cause__, discord.HTTPException) or e.__cause__.status not in (401, 404):
-                raise
-            await self._move(index, view)  # the token expired early, or was revoked
-
-    async def _send(self, view: MessageView, previous: discord.Message | None) -> discord.Message:
-        channel = self._interaction.channel
-        components = self._new_view(view)
-        if isinstance(channel, discord.abc.Messageable) and channel.id is not None:
-            reference = previous.to_reference(fail_if_not_exists=False) if previous else discord.utils.MISSING
-            try:
-                return await self._spend(
-                    "channel",
-                    channel.id,
-                    view.priority,
-                    lambda: channel.send(view.text, view=components, reference=reference),
-                )
-            except PlatformError as e:
-                if not self.token_alive() or not isinstance(e.__cause__, discord.Forbidden):
-                    raise
-                self._failed("post in the channel", e)
-        return await self._spend(
-            "interaction",
-            self._interaction.id,
-            view.priority,
-            lambda: self._interaction.followup.send(view.text, view=components, wait=True),
-        )
-
-    async def _move(self, index: int, view: MessageView) -> None:
-        """Continue piece ``index`` as a channel message, leaving a pointer in the old one."""
-        old = self.posted[index]
-        await self._leave_pointer(old)
-        self.posted[index] = await self._send(view, old)
-
-    async def _leave_pointer(self, old: discord.Message | None) -> None:
-        async def point() -> None:
-            if old is None:
-                await self._interaction.edit_original_response(content=messages.CONTINUED, view=None)
-            else:
-                await old.edit(content=messages.CONTINUED, view=None)
-
-        try:
-            await self._spend("interaction", self._interaction.id, Priority.FINAL, point)
-        except PlatformError as e:
-            self._failed("point to the continued answer", e)
+        await self._edit(self.pieces[int(handle)], view)
