@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
+from adapters.slack.app import SlackAdapter
 from komt_bot import messages
 from komt_bot.dev.fakes.slack import FakeSlack
 from komt_bot.dev.fakes.slack_requests import event_body, feedback_values, message_event, signed_headers
@@ -64,6 +65,30 @@ async def test_a_deploy_hands_the_open_reply_over_and_the_next_process_finishes_
             assert_one_finished_answer(fake, question)
             await eventually(lambda: _no_delivery(queue, job_of(question)), timeout=10)
     assert (await queue.job(job_of(question))).state == "done"
+
+
+async def test_a_resumed_reply_is_handed_over_again_by_the_next_deploy(
+    settings: Settings, redis_client: aioredis.Redis, fake: FakeSlack
+) -> None:
+    config = stack_settings(settings, fake)
+    queue = JobQueue(redis_client, config.queue)
+    engine = ScriptedEngine(ANSWER * 2, piece_chars=3, delay=0.12)
+    async with running_worker(queue, engine, config):
+        async with slack_stack(config, redis_client, fake, queue=queue) as first:
+            question = await first.mention("자기소개 해 주세요")
+            await until(lambda: shows_answer(fake, question), what="the first words")
+        async with slack_stack(config, redis_client, fake, queue=queue) as second:
+            await eventually(lambda: _held_by(queue, job_of(question), second.adapter), timeout=20)
+        record = await queue.delivery(job_of(question))
+        assert record is not None and record.owner == ""  # released at once, not left to lapse
+        async with slack_stack(config, redis_client, fake, queue=queue) as third:
+            assert await third.final_reply(question.ts, timeout=60) == ANSWER * 2
+            assert_one_finished_answer(fake, question)
+
+
+async def _held_by(queue: JobQueue, job_id: str, adapter: SlackAdapter) -> bool:
+    record = await queue.delivery(job_id)
+    return record is not None and adapter.replies is not None and record.owner == adapter.replies.open.owner
 
 
 async def test_a_job_that_ended_while_no_adapter_ran_is_shown_in_full_at_start(

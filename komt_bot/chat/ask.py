@@ -8,6 +8,7 @@ saying what went wrong.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -25,6 +26,8 @@ from komt_bot.queue import JobQueue
 from komt_bot.settings import LimitSettings
 
 log = logging.getLogger(__name__)
+
+SAVE_ON_EXIT_SECONDS = 2.0  # a reply cancelled by a shutdown records its last messages within this
 
 OutcomeKind = Literal["done", "cancelled", "failed", "timeout", "refused", "duplicate", "queue_down", "handed_over"]
 RefusalKind = Literal["not_allowed", "empty", "too_long", "rate_limited", "queue_down"]
@@ -191,6 +194,14 @@ async def _deliver(
             )
     except ReplyTakenOver:
         return Outcome("handed_over", job_id, text=editor.answer)
+    except asyncio.CancelledError:
+        if recorder is not None:  # a shutdown: the record keeps every message posted, for the next process
+            await _save_on_the_way_out(recorder)
+        raise
+    except Exception:
+        if recorder is not None:  # nothing more can be shown (the adapter stops the job): no one is to resume it
+            await recorder.end()
+        raise
     if recorder is not None:
         await recorder.end()
     if not editor.shown:
@@ -253,6 +264,12 @@ async def _save(recorder: ReplyRecorder, shown_entry: str) -> None:
         await recorder.save(shown_entry)
     except QueueError as e:
         log.warning("job %s: could not update its delivery record: %s", recorder.job_id, e)
+
+
+async def _save_on_the_way_out(recorder: ReplyRecorder) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(SAVE_ON_EXIT_SECONDS):
+            await asyncio.shield(recorder.save())
 
 
 async def _apply(event: Event, editor: ReplyEditor, started: bool, *, flush: bool = True) -> bool:

@@ -214,8 +214,6 @@ class OpenReplies:
                 self._held[record.job_id] = task
 
     async def _resumed(self, record: DeliveryRecord) -> None:
-        try:
-            await self._resume(record)
-        finally:
-            if self._held.get(record.job_id) is asyncio.current_task():
-                self._held.pop(record.job_id, None)
+        await self._resume(record)  # cancelled by a shutdown: still held, so it is handed over again
+        if self._held.get(record.job_id) is asyncio.current_task():
+            self._held.pop(record.job_id, None)
