@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from komt_bot.dev.fakes.slack import FakeSlack
 from komt_bot.settings import Settings, load_settings
-from tests.fake_slack import FakeSlack
 from tests.model_fixtures import tiny_model_dir  # noqa: F401  (fixture)
 from tests.openai_server import openai_server  # noqa: F401  (fixture)
 
@@ -60,7 +60,7 @@ def settings(prefix: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
-    """The fake Slack Web API on 127.0.0.1 (tests/fake_slack.py), for the Slack tests."""
+    """The fake Slack Web API on 127.0.0.1 (komt_bot/dev/fakes/slack.py), for the Slack tests."""
     server = FakeSlack()
     await server.start()
     yield server

@@ -31,12 +31,12 @@ import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 
 from komt_bot import messages
+from komt_bot.dev.fakes.local_http import serve_on_loopback
+from komt_bot.dev.fakes.platform_limits import RateLimits
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.settings import DiscordSettings, Settings
 from tests.helpers import running_worker
-from tests.local_http import serve_on_loopback
-from tests.platform_limits import RateLimits
 
 with warnings.catch_warnings():
     # discord.py imports audioop (deprecated) for voice, which komt-bot never uses. Importing it here, once,
@@ -96,7 +96,7 @@ class FakeDiscord:
 
     def __init__(self, *, message_content_granted: bool = True, limits: RateLimits | None = None) -> None:
         self.message_content_granted = message_content_granted
-        self.limits = limits  # Discord's buckets (tests.platform_limits.discord_buckets), enforced when given
+        self.limits = limits  # Discord's buckets (fakes.platform_limits.discord_buckets), enforced when given
         self.calls: list[Call] = []
         self.identifies: list[Json] = []
         self.sessions: list[str] = []  # each accepted IDENTIFY, once READY and every GUILD_CREATE went out

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.local_http import serve_on_loopback
+from komt_bot.dev.fakes.local_http import serve_on_loopback
 
 ANSWER_START = "[답변 / Answer]\n"
 ANSWER_END = "\n\n[끝 / End]"

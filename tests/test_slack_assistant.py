@@ -12,9 +12,11 @@ import redis.asyncio as aioredis
 
 from adapters.slack.assistant import thread_title
 from komt_bot import messages
+from komt_bot.dev.fakes.slack import FakeSlack
+from komt_bot.dev.fakes.slack_requests import event_body, feedback_values, message_event
+from komt_bot.dev.fakes.slack_wire import TEAM, Call, Message
 from komt_bot.settings import Settings
 from tests.fake_engine import ScriptedEngine
-from tests.fake_slack import TEAM, Call, FakeSlack, Message, event_body, feedback_values, message_event
 from tests.helpers import running_worker
 from tests.test_admin import ask
 from tests.test_slack import ASKER, CHANNEL, slack_stack, stack_settings, until

@@ -5,11 +5,13 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from komt_bot import messages
+from komt_bot.dev.fakes.slack import FakeSlack
+from komt_bot.dev.fakes.slack_requests import feedback_values
+from komt_bot.dev.fakes.slack_wire import TEAM, Message
 from komt_bot.metrics import Metrics
 from komt_bot.queue.inspect import QueueAdmin
 from komt_bot.settings import Settings
 from tests.fake_engine import ScriptedEngine
-from tests.fake_slack import TEAM, FakeSlack, Message, feedback_values
 from tests.test_slack import ANSWER, ASKER, CHANNEL, OTHER, Stack, slack_stack, stack_settings, until
 
 

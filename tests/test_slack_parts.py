@@ -17,11 +17,11 @@ from adapters.slack.http import signature_ok
 from adapters.slack.sink import SECTION_MAX_CHARS, StreamingGate, reply_limits, slack_size, stop_blocks
 from komt_bot import messages
 from komt_bot.chat.editor import split_text
+from komt_bot.dev.fakes.slack_requests import signed_headers
 from komt_bot.errors import ConfigError
 from komt_bot.jobs import Turn
 from komt_bot.messages import answer_text
 from komt_bot.settings import Settings, load_settings
-from tests.fake_slack import signed_headers
 
 BOT = "UKOMT"
 

@@ -159,11 +159,29 @@ def soak(
     seed: Annotated[int, typer.Option(help="seed of the kill choices")] = 0,
     keep: Annotated[bool, typer.Option("--keep", help="keep the run's directory (logs, Redis data)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    via: Annotated[str, typer.Option(help="ask: in-process; slack: a fake Slack and real komt-bot slack")] = "ask",
+    adapters: Annotated[int, typer.Option(min=1, help="komt-bot slack processes (--via slack)")] = 1,
+    channels: Annotated[int, typer.Option(min=1, help="channels the conversations spread over")] = 8,
+    slack_limits: Annotated[bool, typer.Option("--slack-limits", help="the fake enforces Slack's tiers")] = False,
+    kill_adapter_every: Annotated[
+        float | None, typer.Option(min=0.1, help="SIGKILL an adapter every S s, start a new one")
+    ] = None,
+    restart_adapter_every: Annotated[
+        float | None, typer.Option(min=0.1, help="SIGTERM an adapter every S s, a new one once it exits")
+    ] = None,
+    no_adapter_replace: Annotated[
+        bool, typer.Option("--no-adapter-replace", help="a killed or stopped adapter is not replaced")
+    ] = False,
+    reply_grace: Annotated[
+        float, typer.Option(min=1, help="after its job ends, a reply still writing this long is half-written")
+    ] = 60.0,
 ) -> None:
     """Soak test: private Redis, real workers on the tiny model, concurrent conversations, optional faults."""
     from komt_bot.dev.command import soak_main
     from komt_bot.dev.soak import SoakOptions
 
+    if via not in ("ask", "slack"):
+        raise typer.BadParameter("ask or slack", param_hint="--via")
     options = SoakOptions(
         conversations=conversations,
         concurrency=concurrency,
@@ -181,6 +199,14 @@ def soak(
         busy_ok=busy_ok,
         seed=seed,
         keep=keep,
+        via="slack" if via == "slack" else "ask",
+        adapters=adapters,
+        channels=channels,
+        slack_limits=slack_limits,
+        kill_adapter_every=kill_adapter_every,
+        restart_adapter_every=restart_adapter_every,
+        no_adapter_replace=no_adapter_replace,
+        reply_grace=reply_grace,
     )
     raise typer.Exit(soak_main(options, as_json=as_json))
 

@@ -6,6 +6,12 @@
   seconds, then SIGCONT. Its jobs are taken over meanwhile; when it wakes, its fenced writes must all be refused.
 * **restart** (``--restart-redis``): once, at about a third of the run, SIGTERM Redis (it flushes its append-only
   file) and start the same command on the same port and directory. Everyone rides out the outage.
+* **kill-adapter** (``--kill-adapter-every S``, Slack mode): every S seconds SIGKILL the ``komt-bot slack`` that took
+  the most conversations still open (a crash, an OOM kill) and start a new one at once on a new port; the load
+  balancer sends later events to the live ones. Its open replies must be resumed by the others.
+* **restart-adapter** (``--restart-adapter-every S``, Slack mode): the same adapter gets SIGTERM (a deploy); a new one
+  starts once it has exited. Its open replies must be handed over.
+  With ``--no-adapter-replace`` neither starts a new adapter, and the last one left is never taken down.
 
 "About a third of the run" is when a third of the conversations have shown answer text.
 """
@@ -16,13 +22,17 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from komt_bot.dev.processes import ManagedProcess, RedisServer, WorkerPool
+from komt_bot.dev.processes import STOP_SECONDS, ManagedProcess, RedisServer, WorkerPool
 from komt_bot.queue import GROUP, JobQueue
 
-FaultKind = Literal["kill", "freeze", "restart"]
+if TYPE_CHECKING:
+    from komt_bot.dev.slack_rig import AdapterPool
+
+FaultKind = Literal["kill", "freeze", "restart", "kill-adapter", "restart-adapter"]
 THAW_SIGNAL_EXTRA_SECONDS = 10.0
 
 
@@ -34,11 +44,16 @@ class FaultPlan:
     freeze: float | None = None
     restart_redis: bool = False
     heartbeat_seconds: float = 1.0
+    kill_adapter_every: float | None = None
+    restart_adapter_every: float | None = None
+    no_adapter_replace: bool = False
+    adapter_start_seconds: float = 300.0  # a new adapter must serve within this
 
     @property
     def any(self) -> bool:
         """Whether any fault is planned."""
-        return bool(self.kill_every or self.freeze or self.restart_redis)
+        adapters = self.kill_adapter_every or self.restart_adapter_every
+        return bool(self.kill_every or self.freeze or self.restart_redis or adapters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +94,13 @@ class FaultInjector:
         *,
         started: float,
         rng: random.Random,
+        adapters: AdapterPool | None = None,
+        held: Callable[[], Awaitable[dict[str, int]]] | None = None,
     ) -> None:
         self.plan = plan
         self.pool = pool
+        self.adapters = adapters
+        self.held = held  # open replies per adapter
         self.redis = redis
         self.queue = queue
         self.started = started
@@ -101,6 +120,10 @@ class FaultInjector:
             tasks.append(self._freeze(self.plan.freeze, third, load_done))
         if self.plan.restart_redis:
             tasks.append(self._restart(third, load_done))
+        if self.plan.kill_adapter_every:
+            tasks.append(self._adapter_loop(self.plan.kill_adapter_every, load_done, deploy=False))
+        if self.plan.restart_adapter_every:
+            tasks.append(self._adapter_loop(self.plan.restart_adapter_every, load_done, deploy=True))
         await asyncio.gather(*tasks)
 
     async def _pending(self) -> dict[str, int]:
@@ -179,3 +202,49 @@ class FaultInjector:
         seconds = await self.redis.restart()
         detail = f"SIGTERM, same port and dir; {pending} jobs running, {waiting} waiting"
         self.records.append(FaultRecord("restart", at, "redis", seconds, detail))
+
+    async def _adapter_loop(self, every: float, load_done: asyncio.Event, *, deploy: bool) -> None:
+        kind: FaultKind = "restart-adapter" if deploy else "kill-adapter"
+        adapters = self.adapters
+        if adapters is None:
+            raise RuntimeError(f"{kind} needs the Slack adapters (--via slack)")
+        while not load_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await load_done.wait()
+            if load_done.is_set():
+                if not any(record.kind == kind for record in self.records):
+                    self.notes.append(f"{kind}: none injected (the load ended within the first {every:g} s)")
+                return
+            candidates = adapters.routable()
+            if not candidates or (self.plan.no_adapter_replace and len(candidates) < 2):
+                if not any(note.startswith(f"{kind}: not injected") for note in self.notes):
+                    self.notes.append(f"{kind}: not injected from {self._now():.1f} s on (no adapter to spare)")
+                continue
+            held = await self.held() if self.held else {}
+            most = max(held.get(a.name, 0) for a in candidates)
+            victim = self.rng.choice([a for a in candidates if held.get(a.name, 0) == most])
+            await self._take_down(kind, victim, held.get(victim.name, 0), adapters)
+
+    async def _take_down(self, kind: FaultKind, victim: ManagedProcess, held: int, adapters: AdapterPool) -> None:
+        """SIGKILL, or SIGTERM and wait for the exit; then a new adapter unless told not to, and record it."""
+        at = self._now()
+        seconds: float | None = None
+        if kind == "kill-adapter":
+            adapters.kill(victim)
+            detail = f"SIGKILL; it held {held} open replies"
+        else:
+            seconds = await adapters.restart(victim, STOP_SECONDS)
+            exited = "killed after 25 s" if seconds is None else f"exited after {seconds:.1f} s"
+            detail = f"SIGTERM, {exited}; it held {held} open replies"
+        if self.plan.no_adapter_replace:
+            self.records.append(FaultRecord(kind, at, victim.name, seconds, f"{detail}; not replaced"))
+            return
+        replacement = adapters.start_new()
+        began = time.monotonic()
+        detail += f"; replaced by {replacement.name}"
+        try:
+            await adapters.wait_ready(self.queue, {replacement.name}, self.plan.adapter_start_seconds)
+            detail += f", serving {time.monotonic() - began:.1f} s later"
+        finally:
+            self.records.append(FaultRecord(kind, at, victim.name, seconds, detail))

@@ -1,4 +1,5 @@
-"""The processes a soak run owns: one private ``redis-server`` and real ``komt-bot worker`` processes.
+"""The processes a soak run owns: one private ``redis-server``, real ``komt-bot worker`` processes (and, in Slack
+mode, real ``komt-bot slack`` processes: :mod:`.slack_rig`).
 
 Every process is started in a session of its own (a Ctrl-C in the terminal reaches only the harness, which then
 stops them in order), writes its output to a log file in the run's directory, and is registered in a
@@ -258,8 +259,8 @@ def worker_command(name: str) -> list[str]:
 def worker_environment(variables: Mapping[str, str], threads: int) -> dict[str, str]:
     """This process's environment without its ``KOMT_*`` variables, plus ``variables`` and the thread count.
 
-    Workers run in the run's directory (no ``config/komt-bot.toml`` there), so ``PYTHONPATH`` names where this
-    komt_bot comes from.
+    Workers (and adapters) run in the run's directory (no ``config/komt-bot.toml`` there), so ``PYTHONPATH`` names
+    where this komt_bot comes from.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOMT_")}
     source = str(Path(komt_bot.__file__).resolve().parent.parent)
@@ -269,55 +270,82 @@ def worker_environment(variables: Mapping[str, str], threads: int) -> dict[str, 
     return env | dict(variables)
 
 
-class WorkerPool:
-    """The run's workers: ``soak-w0``, ``soak-w1``, ... (a replacement always gets a new name)."""
+class ProcessPool:
+    """Processes of one kind, each under a new name (``soak-w0``, ``soak-w1``, ...: a replacement never reuses one).
+
+    A subclass says how to start one (:meth:`command`, :meth:`environment`) and when one serves (:meth:`serving`).
+    """
+
+    kind = "process"
+    prefix = "soak-p"
 
     def __init__(self, fleet: Fleet, env: Mapping[str, str]) -> None:
         self.fleet = fleet
         self.env = dict(env)
-        self.workers: list[ManagedProcess] = []
-        self.killed: set[str] = set()
+        self.members: list[ManagedProcess] = []
+        self.killed: set[str] = set()  # SIGKILLed or stopped by a fault, not ended on their own
 
-    def kill(self, worker: ManagedProcess) -> None:
-        """SIGKILL one worker (a fault, not an exit of its own)."""
-        self.killed.add(worker.name)
-        worker.kill()
+    def command(self, name: str) -> list[str]:
+        """The command line of the member ``name``."""
+        raise NotImplementedError
+
+    def environment(self, name: str) -> dict[str, str]:
+        """The environment of the member ``name``."""
+        return self.env
+
+    async def serving(self, queue: JobQueue) -> set[str]:
+        """The names of the live members that serve (their presence record is published)."""
+        raise NotImplementedError
+
+    def kill(self, member: ManagedProcess) -> None:
+        """SIGKILL one member (a fault, not an exit of its own)."""
+        self.killed.add(member.name)
+        member.kill()
 
     def exits_of_their_own(self) -> list[str]:
-        """A line for each worker that exited while nobody killed or stopped it (a crash, an import error)."""
+        """A line for each member that exited while nobody killed or stopped it (a crash, an import error)."""
         return [
-            f"{w.name} exited on its own with code {w.returncode}: {(tail(w.log_path, 1) or ['?'])[0]}"
-            for w in self.workers
-            if not w.alive and w.name not in self.killed
+            f"{m.name} exited on its own with code {m.returncode}: {(tail(m.log_path, 1) or ['?'])[0]}"
+            for m in self.members
+            if not m.alive and m.name not in self.killed
         ]
 
     def start_new(self) -> ManagedProcess:
-        """Start one more worker under the next name."""
-        name = f"soak-w{len(self.workers)}"
+        """Start one more member under the next name."""
+        name = f"{self.prefix}{len(self.members)}"
         log_path = self.fleet.workdir / f"{name}.log"
-        worker = self.fleet.add(
-            ManagedProcess(name, worker_command(name), log_path, env=self.env, cwd=self.fleet.workdir)
-        )
-        self.workers.append(worker)
-        return worker
+        member = ManagedProcess(name, self.command(name), log_path, env=self.environment(name), cwd=self.fleet.workdir)
+        self.members.append(self.fleet.add(member))
+        return member
 
     def live(self) -> list[ManagedProcess]:
-        """The workers whose processes run (frozen ones included)."""
-        return [w for w in self.workers if w.alive]
+        """The members whose processes run (frozen ones included)."""
+        return [m for m in self.members if m.alive]
+
+    async def wait_ready(self, queue: JobQueue, names: set[str], timeout: float) -> None:
+        """Return once every member in ``names`` serves; fail if one exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not names <= await self.serving(queue):
+            for member in self.members:
+                if member.name in names and not member.alive:
+                    lines = " | ".join(tail(member.log_path, 8))
+                    raise SoakError(f"{self.kind} {member.name} exited with code {member.returncode}: {lines}")
+            if time.monotonic() > deadline:
+                raise SoakError(f"{self.kind}s {sorted(names)} not serving within {timeout:.0f} s")
+            await asyncio.sleep(0.2)
+
+
+class WorkerPool(ProcessPool):
+    """The run's workers: ``soak-w0``, ``soak-w1``, ..."""
+
+    kind = "worker"
+    prefix = "soak-w"
+
+    def command(self, name: str) -> list[str]:
+        """``komt-bot worker --name NAME``."""
+        return worker_command(name)
 
     async def serving(self, queue: JobQueue) -> set[str]:
         """The names of the live workers that publish a presence record (their model is loaded)."""
         records = {record.name for record in await queue.presence.workers()}
         return {w.name for w in self.live() if w.name in records}
-
-    async def wait_ready(self, queue: JobQueue, names: set[str], timeout: float) -> None:
-        """Return once every worker in ``names`` publishes its presence record; fail if one exits or time runs out."""
-        deadline = time.monotonic() + timeout
-        while not names <= await self.serving(queue):
-            for worker in self.workers:
-                if worker.name in names and not worker.alive:
-                    lines = " | ".join(tail(worker.log_path, 8))
-                    raise SoakError(f"worker {worker.name} exited with code {worker.returncode}: {lines}")
-            if time.monotonic() > deadline:
-                raise SoakError(f"workers {sorted(names)} not serving within {timeout:.0f} s")
-            await asyncio.sleep(0.2)

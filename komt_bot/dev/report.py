@@ -81,17 +81,28 @@ class SoakSummary:
     options: dict[str, Any]
     problems: list[dict[str, Any]] = field(default_factory=list)
     logs: dict[str, list[str]] = field(default_factory=dict)
+    via: str = "ask"
+    half_written: int = 0  # Slack mode: replies still being written when the harness stopped waiting
+    platform: dict[str, Any] = field(default_factory=dict)  # Slack mode: calls, 429s, latencies at the fake
+
+    @property
+    def _allowed(self) -> frozenset[str]:
+        return ACCEPTABLE_WITH_BUSY_OK if self.busy_ok else frozenset()
 
     @property
     def unacceptable_errors(self) -> int:
         """Error replies that fail the run (all of them, but busy ones under ``--busy-ok``)."""
-        allowed = ACCEPTABLE_WITH_BUSY_OK if self.busy_ok else frozenset()
-        return sum(n for kind, n in self.error_replies.items() if kind not in allowed)
+        return sum(n for kind, n in self.error_replies.items() if kind not in self._allowed)
 
     @property
     def ok(self) -> bool:
-        """No loss, no mix or duplicate, no error reply (but accepted busy ones)."""
-        return self.missing == 0 and self.duplicated == 0 and self.unacceptable_errors == 0
+        """No loss, no mix or duplicate, nothing half-written, no error reply (but accepted busy ones)."""
+        return self.missing == 0 and self.duplicated == 0 and self.half_written == 0 and self.unacceptable_errors == 0
+
+    def failed(self, verdict: Verdict) -> bool:
+        """Whether one conversation counts against the run."""
+        error = verdict.error_kind is not None and verdict.error_kind not in self._allowed
+        return bool(verdict.missing or verdict.duplicated or verdict.half_written or error)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with ``ok``."""
@@ -112,6 +123,8 @@ def summarize(
     fault_notes: Sequence[str],
     machine: dict[str, Any],
     options: dict[str, Any],
+    via: str = "ask",
+    platform: dict[str, Any] | None = None,
 ) -> SoakSummary:
     """Add up the verdicts."""
     answered = [v for v in verdicts if v.answered]
@@ -137,11 +150,30 @@ def summarize(
         fault_notes=list(fault_notes),
         machine=machine,
         options=options,
+        via=via,
+        half_written=sum(v.half_written is not None for v in verdicts),
+        platform=dict(platform or {}),
     )
 
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
+
+
+def _platform_rows(platform: dict[str, Any]) -> list[tuple[str, str]]:
+    """The figures measured at the fake Slack."""
+
+    def pair(name: str) -> str:
+        return f"{_seconds(platform.get(f'{name}_p50'))} / {_seconds(platform.get(f'{name}_p95'))}"
+
+    limits = "Slack's tiers enforced" if platform.get("slack_limits") else "no limits enforced"
+    calls, refused = platform.get("calls", 0), platform.get("rate_limited", 0)
+    return [
+        ("platform calls / 429s", f"{calls} / {refused} ({platform.get('rate_limited_share', 0.0):.1%}; {limits})"),
+        ("placeholder p50 / p95", pair("placeholder")),
+        ("first words after the worker p50 / p95", pair("first_words")),
+        ("final after done p50 / p95", pair("final_after_done")),
+    ]
 
 
 def render(summary: SoakSummary, console: Console) -> None:
@@ -160,8 +192,11 @@ def render(summary: SoakSummary, console: Console) -> None:
         ("first visible p50 / p95", f"{_seconds(summary.first_visible_p50)} / {_seconds(summary.first_visible_p95)}"),
         ("final p50 / p95", f"{_seconds(summary.final_p50)} / {_seconds(summary.final_p95)}"),
         ("wall time", _seconds(summary.wall_seconds)),
-        ("result", "[green]ok[/green]" if summary.ok else "[red]FAILED[/red]"),
     ]
+    if summary.via == "slack":
+        rows[5:5] = [("half-written", str(summary.half_written))]
+        rows += _platform_rows(summary.platform)
+    rows.append(("result", "[green]ok[/green]" if summary.ok else "[red]FAILED[/red]"))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

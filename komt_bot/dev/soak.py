@@ -5,11 +5,13 @@ One run:
 1. starts a private ``redis-server`` (append-only file, fsync every second) on a free 127.0.0.1 port;
 2. builds the tiny random model (or uses ``--model DIR``) and starts ``--workers`` real ``komt-bot worker``
    processes on it, and waits for their presence records;
-3. runs ``--conversations`` conversations, ``--concurrency`` at a time, from this one process through
-   :func:`komt_bot.chat.ask.ask` — the flow every chat adapter uses — into recording sinks
-   (:mod:`.recording`), while :mod:`.faults` kills, freezes or restarts what it was told to;
-4. checks every conversation against its reply and its job's output stream (:mod:`.verdict`) and prints the
-   summary (:mod:`.report`).
+3. runs ``--conversations`` conversations, ``--concurrency`` at a time, while :mod:`.faults` kills, freezes or
+   restarts what it was told to. By default (``--via ask``, :mod:`.ask_load`) they run from this one process
+   through :func:`komt_bot.chat.ask.ask` -- the flow every chat adapter uses -- into recording sinks; with
+   ``--via slack`` (:mod:`.slack_load`) each is a mention in a fake Slack delivered to real ``komt-bot slack``
+   processes, and the reply is read in the fake's thread;
+4. checks every conversation against its reply and its job's output stream (:mod:`.verdict`,
+   :mod:`.slack_verdict`) and prints the summary (:mod:`.report`).
 
 Everything it started is stopped at the end, on an error and on Ctrl-C too; it talks only to 127.0.0.1.
 """
@@ -23,119 +25,59 @@ import os
 import random
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from komt_bot.chat.ask import ask
-from komt_bot.chat.editor import ReplyEditor, ReplyLimits
+from komt_bot.dev.ask_load import AskLoad
 from komt_bot.dev.faults import FaultInjector, FaultPlan
-from komt_bot.dev.processes import (
-    OFFLINE,
-    Fleet,
-    RedisServer,
-    WorkerPool,
-    free_port,
-    tail,
-    worker_environment,
-)
-from komt_bot.dev.recording import Conversation, RecordingSink
+from komt_bot.dev.options import SoakOptions
+from komt_bot.dev.processes import OFFLINE, Fleet, RedisServer, WorkerPool, free_port, tail, worker_environment
 from komt_bot.dev.report import SoakSummary, machine_info, summarize
-from komt_bot.dev.verdict import Verdict, evidence, judge
+from komt_bot.dev.verdict import Verdict
 from komt_bot.errors import SoakError
-from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.jobs import Event
 from komt_bot.queue import JobQueue, connect
-from komt_bot.settings import QueueSettings, load_settings
+from komt_bot.settings import load_settings
 
-ASK_GRACE_SECONDS = 60.0  # past the ask's own timeout, the harness stops waiting for it (counted missing)
+if TYPE_CHECKING:
+    from komt_bot.dev.slack_rig import AdapterPool
+
+__all__ = ["SoakOptions", "run_soak"]
+
 MODEL_BUILD_SECONDS = 600.0
 PROGRESS_SECONDS = 10.0
 FAULTS_SETTLE_SECONDS = 120.0
 CLOSE_SECONDS = 10.0  # after the load: a freeze still running, a restart still under way
 MAX_EVIDENCE = 10
 LOG_TAIL_LINES = 25
-QUESTIONS = (
-    "한국의 수도는 어디인가요?",
-    "김치찌개 끓이는 법을 알려 주세요.",
-    "What is the capital of Korea?",
-    "파이썬에서 리스트를 정렬하는 방법은?",
-    "서울에서 부산까지 기차로 얼마나 걸리나요?",
-)
+C = TypeVar("C")
+
+
+class Load(Protocol[C]):
+    """One mode's conversations (:class:`~.ask_load.AskLoad`, :class:`~.slack_load.SlackLoad`)."""
+
+    async def run(self) -> None:
+        """Run every conversation to its end."""
+
+    def counts(self) -> tuple[int, int]:
+        """(conversations ended, conversations that showed answer text)."""
+
+    def give_up(self, why: str) -> None:
+        """Count every conversation still open as not finished."""
+
+    async def judge(self) -> list[tuple[C, Verdict, list[Event]]]:
+        """Each conversation, its verdict and its job's events."""
+
+    async def platform(self, verdicts: list[Verdict]) -> dict[str, Any]:
+        """What was measured at the platform (nothing in-process)."""
+
+    async def evidence(self, conversation: C, verdict: Verdict, events: list[Event]) -> dict[str, Any]:
+        """What to show about one conversation that went wrong."""
 
 
 def _quiet(_message: str) -> None:
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class SoakOptions:
-    """One soak run's parameters (the command's options)."""
-
-    conversations: int = 100
-    concurrency: int | None = None  # default: all at once
-    workers: int = 2
-    tokens: int = 64
-    model: Path | None = None  # a directory with base/ and lora/ (``komt-bot dev tiny-model DIR``)
-    kill_every: float | None = None
-    freeze: float | None = None
-    restart_redis: bool = False
-    claim_idle: float = 5.0
-    heartbeat: float = 1.0
-    max_backlog: int | None = None  # default: room for every conversation
-    ask_timeout: float = 600.0
-    max_seconds: float = 3600.0  # the whole load; what has not ended by then is missing
-    start_timeout: float = 300.0
-    message_size: int = 2000  # Discord's limit, in characters
-    busy_ok: bool = False
-    threads: int | None = None  # torch threads per worker; default: the cores shared out among the workers
-    seed: int = 0
-    prefix: str = "soak"
-    keep: bool = False  # keep the run's directory (logs, Redis data)
-
-    def check(self) -> None:
-        """Refuse options that cannot work."""
-        if self.freeze is not None and self.freeze <= self.claim_idle:
-            raise SoakError(f"--freeze {self.freeze:g} must exceed --claim-idle {self.claim_idle:g} to be taken over")
-        if self.kill_every is not None and self.kill_every <= 0:
-            raise SoakError("--kill-every must be positive")
-        if min(self.conversations, self.workers, self.tokens, self.concurrency or 1) < 1:
-            raise SoakError("--conversations, --workers, --tokens and --concurrency must be at least 1")
-
-    @property
-    def backlog(self) -> int:
-        """The backlog cap the asks run under."""
-        return self.max_backlog or max(100, self.conversations)
-
-    def queue_settings(self) -> QueueSettings:
-        """The queue settings of this run (the same in the harness and in every worker)."""
-        return QueueSettings(
-            prefix=self.prefix,
-            max_backlog=self.backlog,
-            claim_idle_seconds=self.claim_idle,
-            heartbeat_seconds=self.heartbeat,
-        )
-
-    def worker_variables(self, redis_url: str, model: Path) -> dict[str, str]:
-        """The ``KOMT_*`` variables of every worker."""
-        return {
-            "KOMT_REDIS_URL": redis_url,
-            "KOMT_QUEUE__PREFIX": self.prefix,
-            "KOMT_QUEUE__MAX_BACKLOG": str(self.backlog),
-            "KOMT_QUEUE__CLAIM_IDLE_SECONDS": str(self.claim_idle),
-            "KOMT_QUEUE__HEARTBEAT_SECONDS": str(self.heartbeat),
-            "KOMT_MODEL__BASE": str(model / "base"),
-            "KOMT_MODEL__ADAPTER": str(model / "lora"),
-            "KOMT_GENERATION__MAX_NEW_TOKENS": str(self.tokens),
-            "KOMT_LIMITS__RATE_LIMIT_PER_MINUTE": "0",
-            "KOMT_WORKER__DRAIN_SECONDS": "5",
-            "KOMT_LOG__LEVEL": "WARNING",
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
 async def build_model(directory: Path, say: Callable[[str], None]) -> Path:
@@ -175,7 +117,7 @@ async def run_soak(
         client = connect(settings)
         queue = JobQueue(client, settings.queue)
         try:
-            return await _soak(options, queue, fleet, redis_server, model, say)
+            return await _soak(Run(options, queue, fleet, redis_server, model, say))
         finally:
             await _bounded(queue.close(), "closing the queue's output reader", say)
             await _bounded(client.aclose(), "closing the Redis client", say)
@@ -195,32 +137,95 @@ async def _bounded(step: Awaitable[None], what: str, say: Callable[[str], None])
         say(f"{what} did not finish within {CLOSE_SECONDS:.0f} s: going on")
 
 
-async def _soak(
-    options: SoakOptions,
-    queue: JobQueue,
-    fleet: Fleet,
-    redis_server: RedisServer,
-    model: Path,
-    say: Callable[[str], None],
-) -> SoakSummary:
-    threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers)
-    pool = WorkerPool(fleet, worker_environment(options.worker_variables(redis_server.url, model), threads))
-    for _ in range(options.workers):
-        pool.start_new()
-    say(f"starting {options.workers} workers ({threads} torch threads each), waiting for their presence records")
-    await pool.wait_ready(queue, {w.name for w in pool.workers}, options.start_timeout)
+class Run:
+    """What one run has started: its options, queue, processes, and how it reports progress."""
 
-    third, load_done = asyncio.Event(), asyncio.Event()
-    conversations = _conversations(options, third)
-    started = time.monotonic()
-    plan = FaultPlan(options.kill_every, options.freeze, options.restart_redis, options.heartbeat)
-    injector = FaultInjector(plan, pool, redis_server, queue, started=started, rng=random.Random(options.seed))
-    say(f"{options.conversations} conversations, {options.concurrency or options.conversations} at a time")
-    load = asyncio.create_task(_load(queue, conversations, options), name="soak-load")
-    faults = asyncio.create_task(injector.run(third, load_done), name="soak-faults")
-    progress = asyncio.create_task(_progress(conversations, started, load_done, say), name="soak-progress")
+    def __init__(
+        self,
+        options: SoakOptions,
+        queue: JobQueue,
+        fleet: Fleet,
+        redis: RedisServer,
+        model: Path,
+        say: Callable[[str], None],
+    ) -> None:
+        self.options = options
+        self.queue = queue
+        self.fleet = fleet
+        self.redis = redis
+        self.model = model
+        self.say = say
+        threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers)
+        self.threads = threads
+        self.pool = WorkerPool(fleet, worker_environment(options.worker_variables(redis.url, model), threads))
+        self.third = asyncio.Event()  # a third of the conversations have shown answer text
+        self._shown = 0
+
+    def on_answer(self) -> None:
+        """A conversation showed answer text for the first time."""
+        self._shown += 1
+        if self._shown >= math.ceil(self.options.conversations / 3):
+            self.third.set()
+
+    def plan(self) -> FaultPlan:
+        """The faults the options ask for."""
+        o = self.options
+        return FaultPlan(
+            o.kill_every,
+            o.freeze,
+            o.restart_redis,
+            o.heartbeat,
+            kill_adapter_every=o.kill_adapter_every,
+            restart_adapter_every=o.restart_adapter_every,
+            no_adapter_replace=o.no_adapter_replace,
+            adapter_start_seconds=o.start_timeout,
+        )
+
+
+async def _soak(run: Run) -> SoakSummary:
+    options, say = run.options, run.say
+    for _ in range(options.workers):
+        run.pool.start_new()
+    say(f"starting {options.workers} workers ({run.threads} torch threads each), waiting for their presence records")
+    await run.pool.wait_ready(run.queue, {w.name for w in run.pool.members}, options.start_timeout)
+    if options.via == "ask":
+        return await _run_load(run, AskLoad(options, run.queue, run.on_answer))
     try:
-        await _load_with_faults(load, faults, options.max_seconds)
+        from komt_bot.dev.slack_load import SlackLoad
+    except ImportError as e:  # aiohttp, from the slack extra
+        raise SoakError(f"--via slack needs the slack extra (pip install 'komt-bot[slack]'): {e}") from e
+    async with SlackLoad(options, run.queue, run.fleet, run.redis.url, run.on_answer) as load:
+        adapters = await load.start_adapters(say)
+        try:
+            return await _run_load(run, load, adapters=adapters, held=load.held)
+        finally:
+            await load.stop_adapters()
+
+
+async def _run_load(
+    run: Run,
+    load: Load[C],
+    *,
+    adapters: AdapterPool | None = None,
+    held: Callable[[], Awaitable[dict[str, int]]] | None = None,
+) -> SoakSummary:
+    """Run the load with its faults, then judge every conversation and add it all up."""
+    options, queue, say = run.options, run.queue, run.say
+    load_done = asyncio.Event()
+    started = time.monotonic()
+    rng = random.Random(options.seed)
+    injector = FaultInjector(
+        run.plan(), run.pool, run.redis, queue, started=started, rng=rng, adapters=adapters, held=held
+    )
+    via = f" via {options.via}" if options.via != "ask" else ""
+    say(f"{options.conversations} conversations{via}, {options.concurrency or options.conversations} at a time")
+    loading = asyncio.create_task(load.run(), name="soak-load")
+    faults = asyncio.create_task(injector.run(run.third, load_done), name="soak-faults")
+    progress = asyncio.create_task(
+        _progress(load, options.conversations, started, load_done, say), name="soak-progress"
+    )
+    try:
+        await _load_with_faults(loading, faults, options.max_seconds)
     except BaseException:  # Ctrl-C, or a fault that could not be injected: stop at once (a freeze thaws)
         for task in (faults, progress):
             task.cancel()
@@ -230,22 +235,27 @@ async def _soak(
     wall = time.monotonic() - started
     load_done.set()
     await _settle(faults, progress, injector)
-    for conversation in conversations:
-        if conversation.outcome is None and conversation.crash is None:
-            conversation.crash = "not finished when the run's time limit passed"
-    say(f"load over after {wall:.1f} s; checking {len(conversations)} conversations")
-    judged = [await judge(queue, c, options.message_size) for c in conversations]
+    load.give_up("not finished when the run's time limit passed")
+    say(f"load over after {wall:.1f} s; checking {options.conversations} conversations")
+    judged = await load.judge()
+    verdicts = [verdict for _c, verdict, _events in judged]
+    exits = [*run.pool.exits_of_their_own(), *(adapters.exits_of_their_own() if adapters else [])]
     summary = summarize(
-        [verdict for verdict, _events in judged],
+        verdicts,
         dead_lettered=int(await queue.redis.xlen(queue.keys.dlq)),
         wall_seconds=wall,
         busy_ok=options.busy_ok,
         faults=injector.records,
-        fault_notes=[*injector.notes, *pool.exits_of_their_own()],
-        machine=machine_info(str(model), options.tokens, options.workers),
+        fault_notes=[*injector.notes, *exits],
+        machine=machine_info(str(run.model), options.tokens, options.workers),
         options=options.as_dict(),
+        via=options.via,
+        platform=await load.platform(verdicts),
     )
-    await _attach_evidence(summary, queue, conversations, judged, fleet, options.busy_ok)
+    bad = [(c, v, events) for c, v, events in judged if summary.failed(v)]
+    summary.problems = [await load.evidence(c, v, events) for c, v, events in bad[:MAX_EVIDENCE]]
+    if bad or summary.dead_lettered:
+        summary.logs = {p.name: tail(p.log_path, LOG_TAIL_LINES) for p in run.fleet.processes}
     return summary
 
 
@@ -260,62 +270,6 @@ async def _settle(faults: asyncio.Task[None], progress: asyncio.Task[None], inje
         injector.notes.append(f"faults still under way {FAULTS_SETTLE_SECONDS:.0f} s after the load: stopped")
     if faults.done() and not faults.cancelled() and faults.exception() is not None:
         injector.notes.append(f"a fault failed after the load: {faults.exception()}")
-
-
-def _conversations(options: SoakOptions, third: asyncio.Event) -> list[Conversation]:
-    threshold = math.ceil(options.conversations / 3)
-    shown = 0
-
-    def on_first_answer() -> None:
-        nonlocal shown
-        shown += 1
-        if shown >= threshold:
-            third.set()
-
-    run_id = uuid.uuid4().hex[:8]
-    return [
-        Conversation(
-            index=i,
-            idempotency_key=f"soak-{run_id}-{i}",
-            question=f"{QUESTIONS[i % len(QUESTIONS)]} ({i})",
-            sink=RecordingSink(on_first_answer=on_first_answer),
-        )
-        for i in range(options.conversations)
-    ]
-
-
-async def _load(queue: JobQueue, conversations: list[Conversation], options: SoakOptions) -> None:
-    gate = asyncio.Semaphore(options.concurrency or len(conversations))
-    limits = ReplyLimits(max_size=options.message_size)
-    await asyncio.gather(*(_converse(queue, c, options, gate, limits) for c in conversations))
-
-
-async def _converse(
-    queue: JobQueue, conversation: Conversation, options: SoakOptions, gate: asyncio.Semaphore, limits: ReplyLimits
-) -> None:
-    """One person asks one question; the reply goes into the conversation's recording sink."""
-    async with gate:
-        editor = ReplyEditor(conversation.sink, limits)
-        origin = Origin(
-            platform="soak", channel="soak", thread=str(conversation.index), user=f"soak-{conversation.index}"
-        )
-        request = JobRequest(conversation=[Turn(role="user", text=conversation.question)], origin=origin)
-        conversation.submitted = time.monotonic()
-        try:
-            async with asyncio.timeout(options.ask_timeout + ASK_GRACE_SECONDS):
-                conversation.outcome = await ask(
-                    queue,
-                    request,
-                    editor,
-                    idempotency_key=conversation.idempotency_key,
-                    timeout_seconds=options.ask_timeout,
-                )
-        except TimeoutError:
-            conversation.crash = f"ask() did not return within {options.ask_timeout + ASK_GRACE_SECONDS:.0f} s"
-        except Exception as e:
-            conversation.crash = f"ask() raised {type(e).__name__}: {e}"
-        finally:
-            conversation.ended = time.monotonic()
 
 
 async def _load_with_faults(load: asyncio.Task[None], faults: asyncio.Task[None], max_seconds: float) -> None:
@@ -335,37 +289,11 @@ async def _load_with_faults(load: asyncio.Task[None], faults: asyncio.Task[None]
 
 
 async def _progress(
-    conversations: list[Conversation], started: float, done: asyncio.Event, say: Callable[[str], None]
+    load: Load[Any], total: int, started: float, done: asyncio.Event, say: Callable[[str], None]
 ) -> None:
     while not done.is_set():
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PROGRESS_SECONDS):
                 await done.wait()
-        ended = sum(c.ended is not None for c in conversations)
-        shown = sum(c.sink.first_answer_at is not None for c in conversations)
-        say(f"{time.monotonic() - started:6.1f} s: {ended}/{len(conversations)} ended, {shown} showed answer text")
-
-
-async def _attach_evidence(
-    summary: SoakSummary,
-    queue: JobQueue,
-    conversations: list[Conversation],
-    judged: list[tuple[Verdict, list[Any]]],
-    fleet: Fleet,
-    busy_ok: bool,
-) -> None:
-    """For the first conversations that went wrong: their reply, events and job hash; and every log's tail."""
-    accepted = {"busy"} if busy_ok else set()
-    bad = [
-        (c, v, events)
-        for c, (v, events) in zip(conversations, judged, strict=True)
-        if v.missing or v.duplicated or (v.error_kind and v.error_kind not in accepted)
-    ]
-    for conversation, verdict, events in bad[:MAX_EVIDENCE]:
-        job: dict[str, str] = {}
-        if verdict.job_id:
-            raw = cast(dict[str, str], await queue.redis.hgetall(queue.keys.job(verdict.job_id)))
-            job = {k: v for k, v in raw.items() if k != "request"}
-        summary.problems.append(evidence(conversation, verdict, events, job))
-    if bad or summary.dead_lettered:
-        summary.logs = {p.name: tail(p.log_path, LOG_TAIL_LINES) for p in fleet.processes}
+        ended, shown = load.counts()
+        say(f"{time.monotonic() - started:6.1f} s: {ended}/{total} ended, {shown} showed answer text")

@@ -57,6 +57,11 @@ class Verdict:
     messages: int = 0
     blanked: int = 0  # trailing messages an earlier, longer attempt needed, left as "…"
     terminals: int = 0  # terminal events in the job's output stream
+    # Slack mode (komt_bot/dev/slack_verdict.py), measured at the fake Slack in wall-clock seconds:
+    half_written: str | None = None  # the reply was still being written when the harness stopped waiting
+    placeholder: float | None = None  # the event sent -> the bot's first message in the thread
+    first_words: float | None = None  # the worker's first text (its entry id) -> the thread shows answer text
+    final_after_done: float | None = None  # the job's done event (its entry id) -> the final text shows
 
     @property
     def duplicated(self) -> bool:
@@ -178,17 +183,22 @@ def evidence(conversation: Conversation, verdict: Verdict, events: list[Event], 
         "outcome": conversation.outcome.kind if conversation.outcome else None,
         "reply": conversation.sink.final_texts,
         "writes": len(conversation.sink.writes),
-        "events": [
-            {
-                "id": e.id,
-                "type": e.type,
-                "attempt": e.attempt,
-                "text": e.text[:80],
-                "finish_reason": e.finish_reason,
-                "code": e.code,
-                "message": e.message,
-            }
-            for e in events
-        ],
+        "events": event_rows(events),
         "job": job,
     }
+
+
+def event_rows(events: list[Event]) -> list[dict[str, Any]]:
+    """A job's events as evidence (texts cut to 80 characters)."""
+    return [
+        {
+            "id": e.id,
+            "type": e.type,
+            "attempt": e.attempt,
+            "text": e.text[:80],
+            "finish_reason": e.finish_reason,
+            "code": e.code,
+            "message": e.message,
+        }
+        for e in events
+    ]

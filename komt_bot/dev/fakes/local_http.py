@@ -1,4 +1,4 @@
-"""Starting the fake platform and judge servers of the tests: an aiohttp app on an ephemeral loopback port."""
+"""Starting the fake platform and judge servers (tests, soak): an aiohttp app on an ephemeral loopback port."""
 
 from __future__ import annotations
 

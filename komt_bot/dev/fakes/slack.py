@@ -1,4 +1,5 @@
-"""A fake Slack for the adapter's tests: the Web API methods komt-bot calls, and a Socket Mode websocket.
+"""A fake Slack for the adapter's tests and for ``komt-bot dev soak --via slack``: the Web API methods komt-bot
+calls, and a Socket Mode websocket.
 
 It runs on 127.0.0.1 (an ephemeral port) and speaks the real wire protocol to the real slack_sdk and slack-bolt:
 ``POST/GET /api/{method}`` with form, query or JSON arguments, ``/socket`` for Socket Mode envelopes, and
@@ -7,20 +8,22 @@ can read a thread the way a person would see it, and it records every call with 
 
 Behaviour a test can switch on: errors for a method (``fail``), a 429 with ``Retry-After`` (``rate_limit``),
 native streams that expire (``expire_streams``), and ``msg_too_long`` above ``max_message_bytes`` like Slack.
-With ``limits`` (:func:`tests.platform_limits.slack_tiers`) it enforces Slack's tiers like Slack: a token bucket per
-method and workspace (``chat.postMessage`` per channel), and a 429 with ``Retry-After`` past it.
+With ``limits`` (:func:`komt_bot.dev.fakes.platform_limits.slack_tiers`) it enforces Slack's tiers like Slack: a
+token bucket per method and workspace (``chat.postMessage`` per channel), and a 429 with ``Retry-After`` past it.
+It counts every 429 it answered (``refused``).
 
 Assistant threads: ``assistant.threads.setStatus`` / ``setSuggestedPrompts`` / ``setTitle`` keep each thread's
 status line, prompts and title (``assistant_threads``); like Slack, a message the app posts in a thread clears its
 status. Blocks are checked the way Slack rejects them (sections over 3,000 characters, a ``context_actions``
 block whose elements are not ``feedback_buttons`` with both buttons).
+
+Its records and wire helpers are in :mod:`.slack_wire`; Slack's side of requests to the app (signed events) and
+readers of the buttons on a message in :mod:`.slack_requests`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import itertools
 import json
 import math
@@ -31,75 +34,26 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.local_http import serve_on_loopback
-from tests.platform_limits import RateLimits
-
-BOT_USER = "UKOMTBOT"
-BOT_ID = "BKOMT"
-TEAM = "T0TEAM"
-SECTION_MAX_CHARS = 3000
-MAX_SUGGESTED_PROMPTS = 4
-STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
-SECRET = "test-signing-secret"
-
-
-@dataclass
-class Call:
-    """One request the fake received."""
-
-    method: str
-    args: dict[str, Any]
-    at: float  # time.monotonic() when it arrived
-    token: str | None = None
-
-
-@dataclass
-class Message:
-    """A message in a channel, as Slack keeps it."""
-
-    channel: str
-    ts: str
-    text: str
-    user: str | None = None
-    bot_id: str | None = None
-    thread_ts: str | None = None
-    blocks: list[dict[str, Any]] | None = None
-    subtype: str | None = None
-    streaming: bool = False
-    deleted: bool = False
-    updates: int = 0
-
-    def as_api(self) -> dict[str, Any]:
-        """The message as conversations.replies returns it."""
-        data: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text}
-        if self.user:
-            data["user"] = self.user
-        if self.bot_id:
-            data["bot_id"] = self.bot_id
-        if self.thread_ts:
-            data["thread_ts"] = self.thread_ts
-        if self.subtype:
-            data["subtype"] = self.subtype
-        return data
-
-
-@dataclass
-class AssistantThreadState:
-    """What Slack shows of one assistant thread: its status line, suggested prompts and title."""
-
-    status: str = ""
-    statuses: list[str] = field(default_factory=list)  # every status set, in order ("" clears)
-    prompts: list[dict[str, str]] = field(default_factory=list)
-    prompts_title: str | None = None
-    title: str | None = None
-
-
-class SlackError(Exception):
-    """An ``ok: false`` answer."""
-
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error
+from komt_bot.dev.fakes.local_http import serve_on_loopback
+from komt_bot.dev.fakes.platform_limits import RateLimits
+from komt_bot.dev.fakes.slack_wire import (
+    BOT_ID,
+    BOT_USER,
+    MAX_SUGGESTED_PROMPTS,
+    SECTION_MAX_CHARS,
+    TEAM,
+    AssistantThreadState,
+    Call,
+    Message,
+    SlackError,
+    arguments,
+    blocks_of,
+    feedback_element_ok,
+    rate_limited,
+    stream_text,
+    ts_key,
+    unescape,
+)
 
 
 @dataclass
@@ -119,6 +73,7 @@ class FakeSlack:
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     port: int = 0
+    refused: int = 0  # calls answered 429, by ``rate_limit`` or by ``limits``
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -199,7 +154,7 @@ class FakeSlack:
         ]
         if bot_only:
             found = [m for m in found if m.bot_id == BOT_ID]
-        return sorted(found, key=lambda m: _ts_key(m.ts))
+        return sorted(found, key=lambda m: ts_key(m.ts))
 
     def assistant_thread(self, channel: str, thread_ts: str) -> AssistantThreadState:
         """The status, prompts and title of an assistant thread (empty until the app sets one)."""
@@ -207,7 +162,7 @@ class FakeSlack:
 
     def thread_text(self, channel: str, thread_ts: str) -> str:
         """What the bot's messages in a thread say, joined, with Slack's escaping undone."""
-        return "".join(_unescape(m.text) for m in self.thread(channel, thread_ts))
+        return "".join(unescape(m.text) for m in self.thread(channel, thread_ts))
 
     # -- Socket Mode -------------------------------------------------------------------------------------------
 
@@ -256,17 +211,19 @@ class FakeSlack:
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        args = await _arguments(request)
+        args = await arguments(request)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or args.pop("token", None)
         self.calls.append(Call(method, args, time.monotonic(), token))
         if self._rate_limits.get(method):
             self._rate_limits[method] -= 1
-            return _rate_limited(1)
+            self.refused += 1
+            return rate_limited(1)
         if self.limits is not None:
             scope = str(args.get("channel")) if method == "chat.postMessage" else TEAM
             wait = self.limits.check(method, scope)
             if wait is not None:
-                return _rate_limited(max(1, math.ceil(wait)))  # Slack's Retry-After is whole seconds
+                self.refused += 1
+                return rate_limited(max(1, math.ceil(wait)))  # Slack's Retry-After is whole seconds
         try:
             if self._failures.get(method):
                 raise SlackError(self._failures[method].pop(0))
@@ -290,27 +247,30 @@ class FakeSlack:
 
     def _chat_postMessage(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
         channel, text = str(args["channel"]), str(args.get("text") or "")
-        blocks = _blocks(args)
+        blocks = blocks_of(args)
         self._check_size(text, blocks)
         message = Message(channel, self.new_ts(), text, BOT_USER, BOT_ID, args.get("thread_ts"), blocks)
         self.messages[message.ts] = message
+        message.changed()
         self._replied(message)
         return {"channel": channel, "ts": message.ts, "message": message.as_api()}
 
     def _chat_update(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
         message = self._find(args)
         text = str(args.get("text") or "")
-        blocks = _blocks(args)
+        blocks = blocks_of(args)
         self._check_size(text, blocks)
         if message.streaming:
             raise SlackError("cant_update_message")
         message.text, message.blocks = text, blocks or None
         message.updates += 1
+        message.changed()
         return {"channel": message.channel, "ts": message.ts, "text": text}
 
     def _chat_delete(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
         message = self._find(args)
         message.deleted = True
+        message.changed()
         return {"channel": message.channel, "ts": message.ts}
 
     def _chat_postEphemeral(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
@@ -322,27 +282,30 @@ class FakeSlack:
             raise SlackError("invalid_arguments")
         if not channel.startswith("D") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
             raise SlackError("missing_recipient_user_id")
-        text = _stream_text(args)
+        text = stream_text(args)
         self._check_size(text, None)
         message = Message(channel, self.new_ts(), text, BOT_USER, BOT_ID, str(args["thread_ts"]), streaming=True)
         self.messages[message.ts] = message
+        message.changed()
         self._replied(message)
         return {"channel": channel, "ts": message.ts}
 
     def _chat_appendStream(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
         message = self._streaming(args)
-        text = message.text + _stream_text(args)
+        text = message.text + stream_text(args)
         self._check_size(text, None)
         message.text = text
+        message.changed()
         return {"channel": message.channel, "ts": message.ts}
 
     def _chat_stopStream(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
         message = self._streaming(args)
-        text = message.text + _stream_text(args)
-        blocks = _blocks(args)  # rendered at the bottom of the finished message
+        text = message.text + stream_text(args)
+        blocks = blocks_of(args)  # rendered at the bottom of the finished message
         self._check_size(text, blocks)
         message.text, message.streaming = text, False
         message.blocks = blocks or None
+        message.changed()
         return {"channel": message.channel, "ts": message.ts, "message": message.as_api()}
 
     def _assistant_threads_setStatus(self, args: dict[str, Any], token: str | None) -> dict[str, Any]:
@@ -375,7 +338,7 @@ class FakeSlack:
         channel, root = str(args["channel"]), str(args["ts"])
         found = [
             m.as_api()
-            for m in sorted(self.messages.values(), key=lambda m: _ts_key(m.ts))
+            for m in sorted(self.messages.values(), key=lambda m: ts_key(m.ts))
             if m.channel == channel and (m.ts == root or m.thread_ts == root) and not m.deleted and not m.streaming
         ]
         start = int(args.get("cursor") or 0)
@@ -411,8 +374,9 @@ class FakeSlack:
 
     def _streaming(self, args: dict[str, Any]) -> Message:
         message = self._find(args)
-        if self.expire_streams:
+        if self.expire_streams and message.streaming:
             message.streaming = False
+            message.changed()
         if not message.streaming:
             raise SlackError("message_not_in_streaming_state")
         return message
@@ -423,131 +387,5 @@ class FakeSlack:
         for block in blocks or []:
             if block.get("type") == "section" and len(block["text"]["text"]) > SECTION_MAX_CHARS:
                 raise SlackError("invalid_blocks")
-            if block.get("type") == "context_actions" and not all(map(_feedback_element_ok, block["elements"])):
+            if block.get("type") == "context_actions" and not all(map(feedback_element_ok, block["elements"])):
                 raise SlackError("invalid_blocks")
-
-
-async def _arguments(request: web.Request) -> dict[str, Any]:
-    args: dict[str, Any] = dict(request.query)
-    if request.can_read_body:
-        if request.content_type == "application/json":
-            args.update(await request.json())
-        else:
-            args.update(dict(await request.post()))
-    return args
-
-
-def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
-    blocks = args.get("blocks") or []
-    return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
-
-
-def _feedback_element_ok(element: dict[str, Any]) -> bool:
-    if element.get("type") != "feedback_buttons" or not element.get("action_id"):
-        return False
-    buttons = [element.get("positive_button") or {}, element.get("negative_button") or {}]
-    return all(b.get("value") and (b.get("text") or {}).get("type") == "plain_text" for b in buttons)
-
-
-def _stream_text(args: dict[str, Any]) -> str:
-    text = str(args.get("markdown_text") or "")
-    for chunk in args.get("chunks") or []:
-        if chunk.get("type") == "markdown_text":
-            text += str(chunk.get("text") or "")
-    return text
-
-
-def _ts_key(ts: str) -> tuple[int, int]:
-    seconds, _, fraction = ts.partition(".")
-    return int(seconds), int(fraction or 0)
-
-
-def _unescape(text: str) -> str:
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-# -- Slack's side of requests to the app -----------------------------------------------------------------------
-
-
-def signed_headers(body: bytes, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
-    """The headers Slack puts on a request: a timestamp and the v0 HMAC signature of the raw body."""
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
-
-
-def event_body(event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-    """An Events API envelope around ``event``."""
-    return {
-        "token": "legacy",
-        "team_id": TEAM,
-        "api_app_id": "A0KOMT",
-        "event": event,
-        "type": "event_callback",
-        "event_id": event_id or "Ev" + uuid.uuid4().hex[:10].upper(),
-        "event_time": int(time.time()),
-        "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True, "is_enterprise_install": False}],
-    }
-
-
-def message_event(
-    message: Message, *, kind: str = "app_mention", channel_type: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    """The event for a message already in the fake (``app_mention`` or ``message``)."""
-    event: dict[str, Any] = {
-        "type": kind,
-        "user": message.user,
-        "text": message.text,
-        "ts": message.ts,
-        "channel": message.channel,
-        "event_ts": message.ts,
-        "team": TEAM,
-    }
-    if message.thread_ts:
-        event["thread_ts"] = message.thread_ts
-    if channel_type:
-        event["channel_type"] = channel_type
-    return event | extra
-
-
-def stop_value(message: Message) -> str:
-    """The value of the Stop button on a message."""
-    for block in message.blocks or []:
-        for element in block.get("elements", []):
-            if element.get("action_id") == "komt_stop":
-                return str(element["value"])
-    raise AssertionError(f"no Stop button on {message.ts}")
-
-
-def has_stop(message: Message) -> bool:
-    """Whether a message shows the Stop button."""
-    return any(e.get("action_id") == "komt_stop" for b in message.blocks or [] for e in b.get("elements", []))
-
-
-def feedback_values(message: Message) -> dict[str, str]:
-    """The values of a message's 👍/👎 (``{"up": ..., "down": ...}``); empty without feedback buttons."""
-    for block in message.blocks or []:
-        for element in block.get("elements", []) if block.get("type") == "context_actions" else []:
-            if element.get("type") == "feedback_buttons":
-                return {"up": element["positive_button"]["value"], "down": element["negative_button"]["value"]}
-    return {}
-
-
-def update_gaps(fake: FakeSlack) -> list[float]:
-    """Seconds between consecutive intermediate chat.update calls of the same message (the final text, which
-    goes out as soon as the budget allows, is left out)."""
-    by_ts: dict[str, list[Call]] = {}
-    for call in fake.calls_of("chat.update"):
-        by_ts.setdefault(str(call.args["ts"]), []).append(call)
-    return [
-        b.at - a.at
-        for calls in by_ts.values()
-        for a, b in itertools.pairwise(calls)
-        if "komt_stop" in json.dumps(b.args.get("blocks") or [])
-    ]
-
-
-def _rate_limited(retry_after: int) -> web.Response:
-    return web.json_response(
-        {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)}
-    )

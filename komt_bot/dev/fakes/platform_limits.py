@@ -1,4 +1,4 @@
-"""The platforms' rate limits, as the test fakes enforce them: token buckets per method and scope.
+"""The platforms' rate limits, as the fake Slack and Discord enforce them: token buckets per method and scope.
 
 Slack applies its tiers "per API method per workspace per app" and lets short bursts through; Discord counts per
 route and channel (about 5 edits per 5 s) and says so in ``X-RateLimit-*`` headers. A :class:`RateLimits` holds
