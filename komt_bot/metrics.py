@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from komt_bot.errors import ConfigError, QueueError
 from komt_bot.queue import JobQueue
@@ -78,6 +81,47 @@ class Metrics:
             registry=r,
         )
         self.endpoint: MetricsServer | None = None  # set by serve_metrics
+
+    def watch_budget(self, platform: str, budget: BudgetView) -> None:
+        """Export a platform budget's state at every scrape: each limit's tokens left and current rate (below the
+        documented one after 429s), and the replies sharing it."""
+        self.registry.register(_BudgetCollector(platform, budget))
+
+
+class BucketView(Protocol):
+    """What the metrics read of one limit of a platform budget (:class:`komt_bot.chat.budget.RateBucket`)."""
+
+    name: str
+    tokens: float
+    rate: float
+
+
+class BudgetView(Protocol):
+    """What the metrics read of a platform budget (:class:`komt_bot.chat.budget.PlatformBudget`)."""
+
+    open_replies: int
+
+    def buckets(self) -> Sequence[BucketView]: ...
+
+
+class _BudgetCollector(Collector):
+    def __init__(self, platform: str, budget: BudgetView) -> None:
+        self.platform = platform
+        self.budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        tokens = GaugeMetricFamily(
+            "komt_reply_budget_tokens", "Calls a platform limit allows at once now", labels=["platform", "limit"]
+        )
+        rate = GaugeMetricFamily(
+            "komt_reply_budget_rate", "Calls a second a platform limit refills at now", labels=["platform", "limit"]
+        )
+        for bucket in self.budget.buckets():
+            tokens.add_metric([self.platform, bucket.name], bucket.tokens)
+            rate.add_metric([self.platform, bucket.name], bucket.rate)
+        replies = GaugeMetricFamily("komt_replies_open", "Replies sharing the budget", labels=["platform"])
+        replies.add_metric([self.platform], self.budget.open_replies)
+        yield from (tokens, rate, replies)
 
 
 @dataclass(slots=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import generate_latest
 
 from komt_bot.chat.budget import EditSkipped, PlatformBudget, Priority, RateBucket, Throttled, Tier
+from komt_bot.metrics import Metrics
 
 
 class Clock:
@@ -125,3 +127,18 @@ def test_edit_interval_stretches_with_open_replies_and_replicas_share_a_limit() 
         assert budget.edit_interval("chat.update", 1.0) == 8.0  # 4 answers sharing half a call a second
     assert budget.open_replies == 0
     assert budget.bucket("files.upload") is None  # not limited here
+
+
+def test_metrics_show_each_limit_s_state_and_the_open_replies() -> None:
+    budget = PlatformBudget({"chat.update": Tier(1.0, 20)})
+    metrics = Metrics()
+    metrics.watch_budget("slack", budget)
+    bucket = budget.bucket("chat.update", "T1")
+    assert bucket is not None and bucket.try_take(Priority.FIRST)
+    bucket.throttled(0.0)
+    with budget.reply():
+        scraped = generate_latest(metrics.registry).decode()
+    (tokens,) = [line for line in scraped.splitlines() if line.startswith('komt_reply_budget_tokens{limit="chat.up')]
+    assert float(tokens.split()[-1]) < 1  # emptied by the 429
+    assert 'komt_reply_budget_rate{limit="chat.update@T1",platform="slack"} 0.5' in scraped
+    assert 'komt_replies_open{platform="slack"} 1.0' in scraped

@@ -54,6 +54,8 @@ class DiscordReplies:
         self.settings = settings
         self.metrics = metrics
         self.budget = discord_budget(settings.discord.limits)  # shared by every reply of this bot
+        if metrics is not None:
+            metrics.watch_budget(PLATFORM, self.budget)
         self.open: OpenReplies | None = None  # once the bot is logged in (its application id names the bot)
         self._spawn = spawn
         self._leases: asyncio.Task[None] | None = None

@@ -54,6 +54,8 @@ class SlackReplies:
         self.budget = slack_budget(settings.slack.limits)
         self.calls = SlackCalls(client, self.budget, team, metrics=metrics)
         self.open = OpenReplies(queue, PLATFORM, bot, resume=self.resume, spawn=spawn, metrics=metrics)
+        if metrics is not None:
+            metrics.watch_budget(PLATFORM, self.budget)
 
     def editor(self, sink: SlackSink) -> ReplyEditor:
         """An editor for a reply in this workspace."""
