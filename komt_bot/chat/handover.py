@@ -83,23 +83,19 @@ class ReplyRecorder:
     def adopt(self, record: DeliveryRecord) -> None:
         """Take over a claimed record as it stands (nothing is written until something changes)."""
         self.replies.hold(self)
-        state = {"place": record.place, "messages": record.messages}
-        self._saved = json.dumps(state, sort_keys=True, ensure_ascii=False)
+        self._saved = _structure(record.place, record.messages)
 
     async def save(self, shown_entry: str = "") -> None:
-        """Write what changed since the last save (new messages, a stream opened); nothing when nothing did."""
-        state: dict[str, Any] = {"place": self.sink.state(), "messages": self.editor.snapshot()}
-        current = json.dumps(state, sort_keys=True, ensure_ascii=False)
-        if current == self._saved:
+        """Write the record when the reply's structure changed (a new message, a stream opened, a message gone);
+        not for every edit of a message's text: a resumed reply rebuilds the text from the job's stream."""
+        place, snapshot = self.sink.state(), self.editor.snapshot()
+        structure = _structure(place, snapshot)
+        if structure == self._saved:
             return
         owned = await self.replies.queue.save_delivery(
-            self.job_id,
-            owner=self.replies.owner,
-            place=state["place"],
-            messages=state["messages"],
-            shown_entry=shown_entry,
+            self.job_id, owner=self.replies.owner, place=place, messages=snapshot, shown_entry=shown_entry
         )
-        self._saved = current
+        self._saved = structure
         if not owned:
             raise ReplyTakenOver(self.job_id)
 
@@ -108,6 +104,13 @@ class ReplyRecorder:
         self.replies.release(self.job_id)
         with contextlib.suppress(QueueError):
             await self.replies.queue.end_delivery(self.job_id, owner=self.replies.owner)
+
+
+def _structure(place: dict[str, Any], snapshot: list[dict[str, Any]]) -> str:
+    """What of a reply must be in its record for another process to go on: the place, and each message's handle,
+    kind and whether it is gone (its text is rebuilt from the job's output stream)."""
+    messages = [(m.get("handle"), m.get("kind"), m.get("gone")) for m in snapshot]
+    return json.dumps({"place": place, "messages": messages}, sort_keys=True, ensure_ascii=False)
 
 
 class ReplyTakenOver(Exception):
