@@ -4,6 +4,9 @@ Without a prompt it is a REPL that keeps the conversation as context: ``/reset``
 Ctrl-C at the prompt leaves (with a newline). Ctrl-C during an answer stops that answer — its job is cancelled, the
 text so far stays — and the chat goes on; a second Ctrl-C stops waiting for the worker to confirm.
 
+The answer takes the path every adapter's does (:func:`komt_bot.chat.ask.deliver` and the reply editor) into an
+append-only :class:`~adapters.console_sink.ConsoleSink`; only the wait in the queue is worded here.
+
 Ctrl-C reaches the chat as :meth:`Interrupts.press` (komt_bot.cli.signals.Shutdown hands SIGINT to it while a chat
 runs). Lines are read in a thread of their own, so the event loop — and Ctrl-C — stays live while the prompt waits;
 tests pass a scripted ``read`` and press the keys themselves.
@@ -17,12 +20,13 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from adapters.console_sink import TERMINAL_LIMITS, ConsoleSink
 from komt_bot import messages
-from komt_bot.chat.ask import Refusal, check
+from komt_bot.chat.ask import Refusal, check, deliver
+from komt_bot.chat.editor import ReplyEditor
 from komt_bot.errors import KomtError, QueueError
 from komt_bot.jobs import JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue, open_queue
@@ -30,6 +34,7 @@ from komt_bot.settings import Settings
 
 PROMPT = "\nyou> "
 ANSWER_PREFIX = "komt> "
+WAIT_LINE_SECONDS = 0.5  # how often a waiting job's place in the queue is read
 
 
 class Interrupts:
@@ -141,10 +146,11 @@ async def answer(
     except KomtError as e:
         print(messages.for_error(e), file=out, flush=True)
         return None
+    sink = ConsoleSink(out, prefix=prefix)
     try:
-        return await _follow(queue, submission.job_id, settings, keys, out=out, err=err, prefix=prefix)
+        return await _follow(queue, submission.job_id, settings, keys, sink, err=err)
     except QueueError:
-        print("\n" + messages.QUEUE_DOWN, file=out, flush=True)
+        sink.abandon(messages.QUEUE_DOWN)
         return None
     finally:
         with contextlib.suppress(KomtError):
@@ -153,64 +159,46 @@ async def answer(
 
 
 async def _follow(
-    queue: JobQueue, job_id: str, settings: Settings, keys: Interrupts, *, out: TextIO, err: TextIO, prefix: str
+    queue: JobQueue, job_id: str, settings: Settings, keys: Interrupts, sink: ConsoleSink, *, err: TextIO
 ) -> str | None:
-    deadline = time.monotonic() + settings.queue.job_timeout_seconds
-    text = ""
-    shown_position: int | None = None
-    stop_asked = False
-    events = queue.events(job_id, block_seconds=0.5)
-    pending: asyncio.Future[Any] | None = None
+    """The reply through the shared flow; the first Ctrl-C cancels the job (the worker's confirmation ends the
+    reply with "stopped"), a second one stops waiting for it."""
+    editor = ReplyEditor(sink, TERMINAL_LIMITS)
+    timeout = settings.queue.job_timeout_seconds
+    reply = asyncio.ensure_future(deliver(queue, job_id, editor, timeout_seconds=timeout))
+    waiting = asyncio.ensure_future(_wait_lines(queue, job_id, sink, err))
     try:
-        while True:
-            pending = pending or asyncio.ensure_future(anext(events))
-            if not await _first(pending, keys):  # Ctrl-C
-                keys.clear()
-                if not stop_asked:
-                    stop_asked = True
-                    cancelling = asyncio.ensure_future(queue.cancel(job_id))
-                    cancelling.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
-                    if await _first(cancelling, keys):
-                        continue  # the worker confirms with a "done: cancelled" event
-                # The second Ctrl-C: stop waiting for the worker (or for Redis) to confirm.
-                print("\n" + messages.STOPPED, file=out, flush=True)
+        if not await _first(reply, keys):
+            keys.clear()
+            cancelling = asyncio.ensure_future(queue.cancel(job_id))
+            cancelling.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
+            if not (await _first(cancelling, keys) and await _first(reply, keys)):
+                sink.abandon(messages.STOPPED)  # the second Ctrl-C: stop waiting for the worker (or Redis)
                 return None
-            event, pending = pending.result(), None
-            if event is None:
-                if time.monotonic() > deadline:
-                    print("\n" + messages.TIMEOUT, file=out, flush=True)
-                    return None
-                position = await queue.position(job_id)
-                if position is not None and position != shown_position:
-                    print(messages.queue_position(position), file=err, flush=True)
-                    shown_position = position
-                continue
-            if event.type == "start":
-                if event.attempt > 1 and text:
-                    print("\n" + messages.RESTARTED, file=out, flush=True)
-                text = ""
-                out.write(prefix)
-                out.flush()
-            elif event.type == "delta":
-                text += event.text
-                out.write(event.text)
-                out.flush()
-            elif event.type == "error":
-                print("\n" + messages.failed(event.code, event.message), file=out, flush=True)
-                return None
-            elif event.type == "done":
-                suffix = {"cancelled": messages.STOPPED, "length": messages.TRUNCATED}.get(event.finish_reason or "")
-                print("\n" + suffix if suffix else "", file=out, flush=True)
-                return text if event.finish_reason != "cancelled" else None
+        outcome = reply.result()
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pending
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()
+        for task in (reply, waiting):
+            task.cancel()
+        await asyncio.gather(reply, waiting, return_exceptions=True)
+    return outcome.text if outcome.kind == "done" else None
+
+
+async def _wait_lines(queue: JobQueue, job_id: str, sink: ConsoleSink, err: TextIO) -> None:
+    """While the job waits, its place in the queue on ``err`` at each change; once a worker has it, the answer's
+    prefix. The terminal words the wait itself: the shared placeholder says "starting shortly" even when no worker
+    runs, and nothing is shown when a worker starts the job before its first words."""
+    shown: int | None = None
+    with contextlib.suppress(KomtError):  # the reply itself says what became of the queue
+        while not sink.finished:
+            await asyncio.sleep(WAIT_LINE_SECONDS)
+            position = await queue.position(job_id)
+            if position is None:
+                if (await queue.job(job_id)).state == "running":
+                    sink.begin()
+                return
+            if position != shown:
+                print(messages.queue_position(position), file=err, flush=True)
+                shown = position
 
 
 @contextlib.contextmanager

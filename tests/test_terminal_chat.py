@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import os
 import queue as threads
 import signal
@@ -22,8 +23,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.console import Interrupts, answer, repl
+from adapters.console import ANSWER_PREFIX, Interrupts, answer, repl
+from adapters.console_sink import TERMINAL_LIMITS, ConsoleSink
 from komt_bot import messages
+from komt_bot.chat.editor import ReplyEditor
 from komt_bot.jobs import Turn
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
@@ -146,6 +149,47 @@ async def test_messages_fit_the_terminal(queue: JobQueue, settings: Settings) ->
         korean, english = text.split(" / ", 1)
         assert any("가" <= ch <= "힣" for ch in korean) and english.isascii()
         assert "mention" not in text
+
+
+async def test_a_normal_answer_is_the_prefix_the_answer_and_a_newline(
+    queue: JobQueue, settings: Settings, engine: ScriptedEngine
+) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    reply = await answer(queue, settings, [Turn(role="user", text="안녕")], out=out, err=err, prefix=ANSWER_PREFIX)
+    assert reply == SHORT
+    assert out.getvalue() == ANSWER_PREFIX + SHORT + "\n"
+    assert err.getvalue() == ""
+
+
+async def test_the_terminal_only_appends_what_each_view_adds() -> None:
+    out = io.StringIO()
+    ticks = itertools.count(step=1.0)  # every edit is past the interval: each flush is shown
+    editor = ReplyEditor(ConsoleSink(out, prefix=ANSWER_PREFIX), TERMINAL_LIMITS, clock=lambda: next(ticks))
+    await editor.status(messages.queued(0))  # the wait is the terminal's own line, not the thread's placeholder
+    assert out.getvalue() == ""
+    for piece in ("첫 ", "답변"):
+        editor.append(piece)
+        await editor.flush()
+    assert out.getvalue() == "komt> 첫 답변"
+    editor.reset()  # the worker restarted the job: the notice, and the answer again from its start
+    await editor.flush()
+    editor.append("다시 쓴 답변")
+    await editor.flush()
+    assert await editor.finish(messages.TRUNCATED, feedback="job")
+    assert out.getvalue() == (
+        "komt> 첫 답변\n" + messages.RESTARTED + "\nkomt> 다시 쓴 답변\n" + messages.TRUNCATED + "\n"
+    )
+
+
+async def test_a_closing_line_alone_goes_below_the_prefix() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(out, prefix=ANSWER_PREFIX)
+    sink.begin()  # a worker has the job; it fails before its first words
+    editor = ReplyEditor(sink, TERMINAL_LIMITS)
+    await editor.finish(messages.failed(None, "boom"))
+    sink.abandon(messages.STOPPED)  # the reply is over: nothing more is printed
+    sink.begin()
+    assert out.getvalue() == "komt> \n" + messages.failed(None, "boom") + "\n"
 
 
 async def _has(stream: io.StringIO, text: str, *, times: int = 1) -> bool:
