@@ -23,15 +23,15 @@ class Clock:
 
 def test_edits_leave_the_reserve_to_first_words_and_finals() -> None:
     clock = Clock()
-    bucket = RateBucket("chat.update", Tier(1.0, 10), clock=clock)
+    bucket = RateBucket("chat.update", Tier(1.0, 20), clock=clock)
     edits = 0
     while bucket.try_take(Priority.EDIT):
         edits += 1
-    assert edits == 5  # half the burst is kept for what people wait for
+    assert edits == 5  # three quarters of the burst are kept for what people wait for
     finals = 0
     while bucket.try_take(Priority.FINAL):
         finals += 1
-    assert finals == 5
+    assert finals == 15
     clock.now += 2.0  # two tokens back: an edit still may not dip into the reserve, a first words may
     assert not bucket.try_take(Priority.EDIT)
     assert bucket.try_take(Priority.FIRST)

@@ -32,7 +32,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-EDIT_RESERVE_SHARE = 0.5  # intermediate edits leave this share of a bucket's burst to first words and finals
+EDIT_RESERVE_SHARE = 0.75  # intermediate edits leave this share of a bucket's burst to first words and finals
 SLOWEST_SHARE = 0.1  # a bucket slowed by 429s never drops below this share of its documented rate
 RECOVERY_CALLS = 10  # successful calls that bring a slowed bucket back by one tenth of its documented rate
 MAX_THROTTLED_TRIES = 8  # 429s in a row on one call before it is given up (the caller retries or reports)
