@@ -229,7 +229,9 @@ async def _follow(
         if not started:
             await editor.status(messages.RECONNECTING)
 
-    events = queue.events(job_id, after=after, block_seconds=min(0.5, editor.limits.edit_interval) or 0.5, on_outage=on_outage)
+    events = queue.events(
+        job_id, after=after, block_seconds=min(0.5, editor.limits.edit_interval) or 0.5, on_outage=on_outage
+    )
     try:
         # aclosing: a reply cancelled mid-stream closes its watch now, not whenever the generator is collected
         async with contextlib.aclosing(events):
