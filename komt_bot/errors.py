@@ -63,7 +63,7 @@ class JobStateError(QueueError):
 
 
 class UsageProblem(KomtError):
-    """A command was given arguments it cannot work with (printed as ``error: ...``, exit 1)."""
+    """A command was given arguments it cannot work with (printed as ``error: ...``, exit 2)."""
 
 
 class PromptError(KomtError):

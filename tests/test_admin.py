@@ -289,14 +289,26 @@ async def test_cancel_of_a_waiting_job_ends_it(cli: Cli, queue: JobQueue) -> Non
         (["queue", "show", "nosuchjob"], "no such job: nosuchjob"),
         (["queue", "cancel", "nosuchjob"], "no such job: nosuchjob"),
         (["queue", "requeue", "nosuchjob"], "no such job: nosuchjob"),
+    ],
+)
+async def test_unknown_ids_exit_1_with_one_line(cli: Cli, args: list[str], message: str) -> None:
+    result = await cli(*args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["queue", "jobs", "--state", "sleeping"], "unknown state 'sleeping'"),
         (["queue", "requeue"], "give a job id or --dead-letter-all"),
         (["queue", "requeue", "abc", "--dead-letter-all"], "give a job id or --dead-letter-all"),
     ],
 )
-async def test_unknown_ids_and_bad_arguments_exit_1_with_one_line(cli: Cli, args: list[str], message: str) -> None:
+async def test_bad_arguments_are_usage_mistakes_exit_2_with_one_line(cli: Cli, args: list[str], message: str) -> None:
     result = await cli(*args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # one rule on every command: usage and configuration mistakes exit 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -39,7 +39,7 @@ from adapters.slack.responder import BotIdentity, SlackResponder
 from adapters.slack.sink import STOP_ACTION_ID
 from komt_bot.chat.presence import adapter_presence
 from komt_bot.chat.tasks import ReplyTasks
-from komt_bot.errors import ConfigError
+from komt_bot.errors import ConfigError, KomtError
 from komt_bot.metrics import Metrics
 from komt_bot.queue import JobQueue
 from komt_bot.settings import Settings
@@ -260,13 +260,13 @@ def _secret(value: Any, name: str) -> str:
 
 
 async def _identity(client: AsyncWebClient, api_url: str) -> BotIdentity:
-    """The bot's own ids; a bad token or an unreachable Slack is a configuration error, said at start."""
+    """The bot's own ids; a bad token (a configuration error) or an unreachable Slack is said at start."""
     try:
         response = await client.auth_test()
     except SlackApiError as e:
         raise ConfigError(f"KOMT_SLACK__BOT_TOKEN: Slack refused it ({e.response.get('error')})") from e
     except aiohttp.ClientError as e:
-        raise ConfigError(f"KOMT_SLACK__API_URL: cannot reach {api_url} ({type(e).__name__})") from e
+        raise KomtError(f"cannot reach Slack at {api_url} ({type(e).__name__})") from e
     return BotIdentity(
         user_id=str(response["user_id"]),
         bot_id=response.get("bot_id"),

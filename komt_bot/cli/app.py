@@ -1,7 +1,7 @@
-"""The ``komt-bot`` command line: serve, worker, chat, slack, discord, queue, health, bench, eval, dev.
+"""The ``komt-bot`` command line: serve, chat, worker, slack, discord, queue, health, bench, eval, dev.
 
 Every command reads the settings when it starts (never at import) and turns komt-bot's own errors into one line:
-exit code 2 for a bad setting, 1 for anything else that went wrong.
+exit code 2 for a usage or configuration mistake, 1 for anything else that went wrong (see boundary.py).
 """
 
 from __future__ import annotations
@@ -10,21 +10,23 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from komt_bot import __version__
 from komt_bot.bench import bench_command
 from komt_bot.cli.boundary import KomtGroup
 from komt_bot.cli.health import health_command
+from komt_bot.cli.platforms import Platform, check_platform, settings_help
 from komt_bot.cli.queue import queue_app
-from komt_bot.cli.render import render_settings
+from komt_bot.cli.render import render_settings, stdout_console
 from komt_bot.cli.signals import Shutdown
 from komt_bot.eval import eval_command
 from komt_bot.logs import setup_logging
-from komt_bot.settings import Settings, load_settings
+from komt_bot.settings import LogSettings, Settings, load_settings
 
 app = typer.Typer(
     cls=KomtGroup,
@@ -32,8 +34,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-dev_app = typer.Typer(help="Developer helpers (tiny offline model, settings).", no_args_is_help=True)
+dev_app = typer.Typer(
+    help="Developer helpers: a tiny offline model, the soak test (workers, faults), the effective settings.",
+    no_args_is_help=True,
+)
 app.add_typer(queue_app, name="queue")
 app.add_typer(dev_app, name="dev")
 app.command("health")(health_command)
@@ -41,6 +47,15 @@ app.command("bench")(bench_command)
 app.command("eval")(eval_command)
 
 log = logging.getLogger(__name__)
+
+
+class ModelSize(StrEnum):
+    """``dev tiny-model --size``."""
+
+    tiny = "tiny"
+    small = "small"
+
+
 DRAIN_GRACE_SECONDS = 15.0  # past drain_seconds, a stopping worker exits whatever it still waits for
 
 
@@ -48,6 +63,21 @@ def _settings() -> Settings:
     settings = load_settings()
     setup_logging(settings.log)
     return settings
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"komt-bot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(
+    version: Annotated[
+        bool, typer.Option("--version", help="Show the version and exit.", is_eager=True, callback=_show_version)
+    ] = False,
+) -> None:
+    """komt-bot: the komt Korean LLM in Slack, Discord and the terminal."""
 
 
 @app.command()
@@ -96,7 +126,10 @@ def serve(
 def chat_command(
     prompt: Annotated[str | None, typer.Argument(help="one question; without it, an interactive chat")] = None,
 ) -> None:
-    """Ask komt from the terminal, through the queue like every adapter (Ctrl-C stops an answer)."""
+    """Ask komt from the terminal, through the queue like every adapter (Ctrl-C stops an answer).
+
+    In the chat, /reset starts a new conversation and /quit (or Ctrl-D) leaves.
+    """
     from adapters.console import Interrupts, run_chat
 
     settings = _settings()
@@ -107,35 +140,37 @@ def chat_command(
     interrupts.leave()
 
 
-@app.command()
+def _run_platform(platform: Platform) -> None:
+    from komt_bot.cli.run import run_adapter
+
+    settings = _settings()
+    check_platform(settings, platform)
+    Shutdown().run(lambda: run_adapter(settings, platform))
+
+
+@app.command(epilog=settings_help("slack"))
 def slack() -> None:
     """Run the Slack adapter (Socket Mode with an app token, else the Events API over HTTP)."""
-    from komt_bot.cli.run import run_adapter
-
-    settings = _settings()
-    Shutdown().run(lambda: run_adapter(settings, "slack"))
+    _run_platform("slack")
 
 
-@app.command()
+@app.command(epilog=settings_help("discord"))
 def discord() -> None:
     """Run the Discord adapter."""
-    from komt_bot.cli.run import run_adapter
-
-    settings = _settings()
-    Shutdown().run(lambda: run_adapter(settings, "discord"))
+    _run_platform("discord")
 
 
 @dev_app.command("tiny-model")
 def tiny_model(
     directory: Annotated[Path, typer.Argument(help="writes DIR/base and DIR/lora")],
-    size: Annotated[str, typer.Option(help="tiny or small (the benchmark size)")] = "tiny",
+    size: Annotated[ModelSize, typer.Option(help="tiny, or small (the benchmark size)")] = ModelSize.tiny,
 ) -> None:
     """Write a random tiny Llama with a Korean byte-fallback tokenizer and a random LoRA (answers are noise)."""
     from komt_bot.engine.fakes.tiny import BENCH_KWARGS, build_tiny_model
 
-    if size not in ("tiny", "small"):
-        raise typer.BadParameter("tiny or small", param_hint="--size")
-    base, adapter = build_tiny_model(directory, **(BENCH_KWARGS if size == "small" else {}))
+    # The usual log setup: bitsandbytes' CPU kernel warning (meaningless here) stays out of the terminal.
+    setup_logging(LogSettings(level="WARNING"))
+    base, adapter = build_tiny_model(directory, **(BENCH_KWARGS if size is ModelSize.small else {}))
     print(f"wrote {base} and {adapter}")
     print(f"use it with: KOMT_MODEL__BASE={base} KOMT_MODEL__ADAPTER={adapter}")
 
@@ -220,7 +255,7 @@ def show_settings(
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        Console().print(render_settings(data))
+        stdout_console().print(render_settings(data))
 
 
 def main(argv: list[str] | None = None) -> None:

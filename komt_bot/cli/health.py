@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -27,6 +28,14 @@ COMPONENTS = ("worker", "slack", "discord")
 DEFAULT_TIMEOUT_SECONDS = 5.0
 # A lapsed lease is normal for a few seconds (the next claim, or a successor starting after a deploy, takes it).
 DEFAULT_MAX_ORPHAN_AGE_SECONDS = 30.0
+
+
+class Component(StrEnum):
+    """``health --component``: whose heartbeat to check (a choice: a typo is a usage error, exit 2)."""
+
+    worker = "worker"
+    slack = "slack"
+    discord = "discord"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +177,7 @@ def health_command(
     max_wait: Annotated[
         float | None, typer.Option("--max-wait", help="also unhealthy when the oldest waiting job waited this long (s)")
     ] = None,
-    component: Annotated[
-        str, typer.Option("--component", help=f"whose heartbeat to check: {', '.join(COMPONENTS)}")
-    ] = "worker",
+    component: Annotated[Component, typer.Option("--component", help="whose heartbeat to check")] = Component.worker,
     local: Annotated[
         bool, typer.Option("--local", help="only heartbeats from this host (a container checking its own process)")
     ] = False,
@@ -182,16 +189,19 @@ def health_command(
         ),
     ] = DEFAULT_MAX_ORPHAN_AGE_SECONDS,
 ) -> None:
-    """Exit 0 when Redis answers and a heartbeat is fresh (and the queue moves), else 1 with the reason."""
+    """Exit 0 when Redis answers and a heartbeat is fresh (and the queue moves), else 1 with the reason.
+
+    A mistake in the command or the settings exits 2, as on every command (Docker counts any non-zero as unhealthy).
+    """
     try:
         settings = load_settings()
     except ConfigError as e:
         print(f"unhealthy: configuration error: {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     verdict = asyncio.run(
         check_health(
             settings,
-            component=component,
+            component=component.value,
             local=local,
             max_wait=max_wait,
             max_orphan_age=max_orphan_age,

@@ -1,7 +1,8 @@
 """The admin CLI: ``komt-bot queue status|jobs|show|cancel|requeue|purge``.
 
 Every verb prints what it found or did (a rich table, or JSON with ``--json``); an unknown job id, a job in the
-wrong state or an unreachable Redis is one line on stderr and exit code 1 (2 for a bad setting). Listings show at
+wrong state or an unreachable Redis is one line on stderr and exit code 1 (2 for bad arguments or a bad setting).
+Listings show at
 most a preview of a person's question; ``show`` prints it whole.
 """
 
@@ -22,7 +23,7 @@ from rich.live import Live
 from rich.text import Text
 
 from komt_bot.cli.boundary import fail
-from komt_bot.cli.render import render_detail, render_jobs, render_status
+from komt_bot.cli.render import render_detail, render_jobs, render_status, stdout_console
 from komt_bot.errors import QueueError, UsageProblem
 from komt_bot.queue.connection import redis_url
 from komt_bot.queue.inspect import LISTABLE_STATES, QueueAdmin, open_admin
@@ -135,7 +136,7 @@ def status_command(
     if as_json:
         _print_json(status_json(status, settings))
     else:
-        Console().print(render_status(status))
+        stdout_console().print(render_status(status))
 
 
 def _check_state(state: str | None) -> None:
@@ -156,7 +157,7 @@ def jobs_command(
     if as_json:
         _print_json([job.to_json() for job in jobs])
     else:
-        Console().print(render_jobs(jobs, time.time()))
+        stdout_console().print(render_jobs(jobs, time.time()))
 
 
 @queue_app.command("show")
@@ -170,7 +171,7 @@ def show_command(
     if as_json:
         _print_json(detail.to_json())
     else:
-        Console().print(render_detail(detail))
+        stdout_console().print(render_detail(detail))
 
 
 # -- acting on jobs -----------------------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -20,6 +21,17 @@ from komt_bot.queue.views import (
     RunningJob,
     WorkerView,
 )
+
+PIPED_WIDTH = 1000  # piped output (``queue jobs | head``): as wide as the table needs, never cut to 80 columns
+
+
+def stdout_console() -> Console:
+    """Where tables go: a terminal's own width, ``COLUMNS`` when set, else wide enough for any row."""
+    console = Console()
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(width=PIPED_WIDTH)
+
 
 # -- formatting ---------------------------------------------------------------------------------------------------
 

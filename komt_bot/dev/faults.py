@@ -14,6 +14,10 @@
   With ``--no-adapter-replace`` neither starts a new adapter, and the last one left is never taken down.
 
 "About a third of the run" is when a third of the conversations have shown answer text.
+
+A fault must hit the load: one that lands when no job is running or waiting (the load has ended, or not begun),
+or that never lands, proves nothing. Each such fault kind is noted as "fault missed the load" in :attr:`missed`,
+and the run fails. A kind given every S seconds counts once any of its injections hit jobs in flight.
 """
 
 from __future__ import annotations
@@ -107,6 +111,8 @@ class FaultInjector:
         self.rng = rng
         self.records: list[FaultRecord] = []
         self.notes: list[str] = []
+        self.missed: list[FaultKind] = []  # the planned fault kinds that hit no job
+        self._hit: set[FaultKind] = set()
 
     def _now(self) -> float:
         return time.monotonic() - self.started
@@ -126,19 +132,45 @@ class FaultInjector:
             tasks.append(self._adapter_loop(self.plan.restart_adapter_every, load_done, deploy=True))
         await asyncio.gather(*tasks)
 
+    def _miss(self, kind: FaultKind, why: str) -> None:
+        """Note that a planned fault kind hit nothing, once per kind."""
+        if kind not in self.missed:
+            self.missed.append(kind)
+            self.notes.append(f"{kind}: fault missed the load ({why})")
+
+    async def _in_flight(self) -> tuple[int, int]:
+        """Jobs running (delivered, not acknowledged) and waiting now: what a fault can hit."""
+        running = sum((await self._pending()).values())
+        return running, int(await self.queue.redis.zcard(self.queue.keys.waiting))
+
+    async def _landed(self, kind: FaultKind, load_done: asyncio.Event) -> tuple[int, int] | None:
+        """The jobs in flight when a fault is about to land; None (and a miss) when there is nothing to hit."""
+        running, waiting = await self._in_flight()
+        if load_done.is_set() or running + waiting == 0:
+            self._miss(kind, f"at {self._now():.1f} s, {running} jobs running and {waiting} waiting")
+            return None
+        self._hit.add(kind)
+        return running, waiting
+
+    def _ended(self, kind: FaultKind, every: float) -> None:
+        """A periodic fault's loop is over: it missed the load unless one of its injections hit jobs."""
+        if kind in self._hit:
+            return
+        injected = any(record.kind == kind for record in self.records)
+        self._miss(kind, "no injection hit a job" if injected else f"the load ended within the first {every:g} s")
+
     async def _pending(self) -> dict[str, int]:
         """Jobs each consumer holds now (entries delivered and not yet acknowledged)."""
         summary = await self.queue.redis.xpending(self.queue.keys.jobs, GROUP)
         return {str(c["name"]): int(c["pending"]) for c in (summary or {}).get("consumers") or []}
 
     async def _kill_loop(self, every: float, load_done: asyncio.Event) -> None:
-        while not load_done.is_set():
+        while True:  # until the load is done (then: did any injection hit it?)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(every):
                     await load_done.wait()
             if load_done.is_set():
-                if not any(record.kind == "kill" for record in self.records):
-                    self.notes.append(f"kill: none injected (the load ended within the first {every:g} s)")
+                self._ended("kill", every)
                 return
             serving = await self.pool.serving(self.queue)
             candidates = [w for w in self.pool.live() if w.name in serving and not w.frozen] or [
@@ -150,6 +182,8 @@ class FaultInjector:
                 continue
             victim = self.rng.choice(candidates)
             held = (await self._pending()).get(victim.name, 0)
+            if sum(await self._in_flight()):
+                self._hit.add("kill")
             at = self._now()
             self.pool.kill(victim)
             replacement = self.pool.start_new()
@@ -165,7 +199,9 @@ class FaultInjector:
         await first_of(third, load_done)
         victim = await self._busiest()
         if victim is None or not third.is_set():
-            self.notes.append("freeze: not injected (the load ended first, or no live worker)")
+            self._miss("freeze", "not injected: the load ended first, or no live worker")
+            return
+        if await self._landed("freeze", load_done) is None:
             return
         held = (await self._pending()).get(victim.name, 0)
         at = self._now()
@@ -194,10 +230,12 @@ class FaultInjector:
     async def _restart(self, third: asyncio.Event, load_done: asyncio.Event) -> None:
         await first_of(third, load_done)
         if not third.is_set():
-            self.notes.append("restart: not injected (the load ended first)")
+            self._miss("restart", "not injected: the load ended first")
             return
-        pending = sum((await self._pending()).values())
-        waiting = await self.queue.redis.zcard(self.queue.keys.waiting)
+        in_flight = await self._landed("restart", load_done)
+        if in_flight is None:
+            return
+        pending, waiting = in_flight
         at = self._now()
         seconds = await self.redis.restart()
         detail = f"SIGTERM, same port and dir; {pending} jobs running, {waiting} waiting"
@@ -208,13 +246,12 @@ class FaultInjector:
         adapters = self.adapters
         if adapters is None:
             raise RuntimeError(f"{kind} needs the Slack adapters (--via slack)")
-        while not load_done.is_set():
+        while True:  # until the load is done (then: did any injection hit it?)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(every):
                     await load_done.wait()
             if load_done.is_set():
-                if not any(record.kind == kind for record in self.records):
-                    self.notes.append(f"{kind}: none injected (the load ended within the first {every:g} s)")
+                self._ended(kind, every)
                 return
             candidates = adapters.routable()
             if not candidates or (self.plan.no_adapter_replace and len(candidates) < 2):
@@ -224,6 +261,8 @@ class FaultInjector:
             held = await self.held() if self.held else {}
             most = max(held.get(a.name, 0) for a in candidates)
             victim = self.rng.choice([a for a in candidates if held.get(a.name, 0) == most])
+            if most or sum(await self._in_flight()):
+                self._hit.add(kind)
             await self._take_down(kind, victim, held.get(victim.name, 0), adapters)
 
     async def _take_down(self, kind: FaultKind, victim: ManagedProcess, held: int, adapters: AdapterPool) -> None:

@@ -84,6 +84,7 @@ class SoakSummary:
     via: str = "ask"
     half_written: int = 0  # Slack mode: replies still being written when the harness stopped waiting
     platform: dict[str, Any] = field(default_factory=dict)  # Slack mode: calls, 429s, latencies at the fake
+    missed_faults: list[str] = field(default_factory=list)  # planned fault kinds that hit no job: the run fails
 
     @property
     def _allowed(self) -> frozenset[str]:
@@ -96,8 +97,10 @@ class SoakSummary:
 
     @property
     def ok(self) -> bool:
-        """No loss, no mix or duplicate, nothing half-written, no error reply (but accepted busy ones)."""
-        return self.missing == 0 and self.duplicated == 0 and self.half_written == 0 and self.unacceptable_errors == 0
+        """No loss, no mix or duplicate, nothing half-written, no error reply (but accepted busy ones), and every
+        planned fault hit the load."""
+        clean = self.missing == 0 and self.duplicated == 0 and self.half_written == 0
+        return clean and self.unacceptable_errors == 0 and not self.missed_faults
 
     def failed(self, verdict: Verdict) -> bool:
         """Whether one conversation counts against the run."""

@@ -252,6 +252,9 @@ async def _run_load(
         via=options.via,
         platform=await load.platform(verdicts),
     )
+    summary.missed_faults = list(injector.missed)
+    for kind in injector.missed:
+        say(f"fault missed the load: {kind} hit no running or waiting job, so it proves nothing (the run fails)")
     bad = [(c, v, events) for c, v, events in judged if summary.failed(v)]
     summary.problems = [await load.evidence(c, v, events) for c, v, events in bad[:MAX_EVIDENCE]]
     if bad or summary.dead_lettered:
