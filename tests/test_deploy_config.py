@@ -28,6 +28,7 @@ from komt_bot.settings import Settings, SlackSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker" / "compose.yaml"
+PUBLIC_REDIS = ROOT / "docker" / "compose.public-redis.yaml"
 EXAMPLE_TOML = ROOT / "config" / "komt-bot.example.toml"
 EXAMPLE_ENV = ROOT / "config" / ".env.example"
 SLACK_MANIFESTS = {
@@ -96,7 +97,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_runs_redis_with_aof_a_gpu_worker_and_both_adapters(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "slack", "discord"}
+    assert set(services) == {"redis", "worker", "worker-openai", "slack", "discord"}
     redis_command = services["redis"]["command"]
     assert redis_command[redis_command.index("--appendonly") + 1] == "yes"
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
@@ -129,7 +130,36 @@ def test_compose_commands_and_health_checks_are_real_cli_commands(compose: dict[
         health = komt_args(service["healthcheck"]["test"])
         assert health[0] == "health"
         parse_cli(health)
-        assert health[health.index("--component") + 1] == name
+        assert health[health.index("--component") + 1] == ("worker" if name.startswith("worker") else name)
+
+
+def test_platforms_and_the_openai_worker_are_opt_in_profiles(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    # `docker compose up` starts Redis and the GPU worker only: an adapter without its token would restart forever.
+    assert {name: service.get("profiles") for name, service in services.items()} == {
+        "redis": None,
+        "worker": None,
+        "worker-openai": ["openai"],
+        "slack": ["slack"],
+        "discord": ["discord"],
+    }
+    remote = services["worker-openai"]
+    assert remote["build"]["dockerfile"] == "docker/Dockerfile.worker-remote" and "deploy" not in remote
+    assert compose["name"] == "komt-bot"  # the same project whichever directory compose runs from
+
+
+def test_the_public_redis_file_sets_the_password_everywhere_it_is_needed(compose: dict[str, Any]) -> None:
+    public: dict[str, Any] = yaml.safe_load(PUBLIC_REDIS.read_text())
+    services = public["services"]
+    assert set(services) == set(compose["services"])
+    redis = services["redis"]
+    assert redis["command"][redis["command"].index("--requirepass") + 1] == "${REDIS_PASSWORD}"
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert redis["environment"]["REDISCLI_AUTH"] == "${REDIS_PASSWORD}"  # the health check's redis-cli logs in
+    for name, service in services.items():
+        if name != "redis":
+            url = service["environment"]["KOMT_REDIS_URL"]  # compose's environment wins over config/.env
+            assert url.startswith("redis://:${REDIS_PASSWORD:?") and url.endswith("}@redis:6379/0"), name
 
 
 def test_compose_environment_names_only_settings(compose: dict[str, Any], clean_env: pytest.MonkeyPatch) -> None:
@@ -176,6 +206,15 @@ def test_dockerfiles_copy_existing_files_and_run_real_commands(name: str) -> Non
     parse_cli(komt_args([*entrypoint, *command]))
     optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert extras_installed(dockerfile) <= set(optional)
+
+
+def test_the_worker_image_installs_its_dependencies_before_copying_the_source() -> None:
+    steps = instructions(ROOT / "docker" / "Dockerfile.worker")
+    first_install = next(i for i, (k, v) in enumerate(steps) if k == "RUN" and 'pip install ".[worker]"' in v)
+    first_source = next(i for i, (k, v) in enumerate(steps) if k == "COPY" and "komt_bot" in v)
+    assert first_install < first_source
+    assert steps[-1] != ("RUN", 'pip install ".[worker]"')
+    assert any(k == "RUN" and "pip install --no-deps ." in v for k, v in steps[first_source:])
 
 
 def test_the_worker_image_is_cuda_with_the_worker_extra_and_the_bot_image_has_no_torch() -> None:
@@ -313,3 +352,40 @@ def test_the_slack_guide_names_both_manifests_and_a_real_check_command() -> None
         args = shlex.split(line)[1:]
         parse_cli(args)
         assert args[args.index("--component") + 1] == "slack"
+
+
+# -- the docs -------------------------------------------------------------------------------------------------------
+
+
+def project_text_files() -> Iterator[Path]:
+    for path in ROOT.rglob("*"):
+        parts = path.relative_to(ROOT).parts
+        if parts[0].startswith(".") or parts[0] in ("build", "models", "node_modules") or "__pycache__" in parts:
+            continue
+        if (
+            path.is_file()
+            and path.suffix in {".md", ".py", ".yaml", ".toml", ".example", ""}
+            and path.stat().st_size < 1e6
+        ):
+            yield path
+
+
+def test_no_file_points_outside_the_project() -> None:
+    # A clone has nothing beside it: the docs carry the facts themselves.
+    outside = "../" + "shared"
+    offenders = [str(p.relative_to(ROOT)) for p in project_text_files() if outside in p.read_text(errors="ignore")]
+    assert offenders == []
+
+
+def test_documented_compose_commands_name_existing_files_and_services(compose: dict[str, Any]) -> None:
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), COMPOSE, PUBLIC_REDIS]
+    text = "\n".join(path.read_text() for path in docs)
+    text = re.sub(r"\\\n\s*(#\s*)?", " ", text)  # continuation lines, also inside comments
+    commands = re.findall(r"docker compose [^`\n]*", text)
+    assert commands
+    for command in commands:
+        words = shlex.split(command.split("#")[0].strip().rstrip(")"))
+        files = [words[i + 1] for i, word in enumerate(words) if word == "-f"]
+        assert all((ROOT / name).is_file() for name in files), command
+        if "compose.public-redis.yaml" in command:
+            assert "--env-file" in words or "REDIS_PASSWORD" in command, command
