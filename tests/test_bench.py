@@ -54,6 +54,8 @@ def test_repeated_runs_keep_the_median() -> None:
 def changed(model: type[BaseModel], name: str) -> Any:
     """A valid value of ``model.name`` other than its default (None where the default is not, else not None)."""
     default = model.model_fields[name].get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):  # a nested section (e.g. slack.limits): every field of it changed
+        return {field: changed(type(default), field) for field in type(default).model_fields}
     candidates: list[Any] = [None]
     if isinstance(default, bool):
         candidates.append(not default)
