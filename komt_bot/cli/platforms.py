@@ -3,6 +3,8 @@ every missing one named at once (a configuration mistake, exit 2) with a pointer
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Literal
 
 from pydantic import BaseModel
@@ -11,22 +13,24 @@ from komt_bot.errors import ConfigError
 from komt_bot.settings import DiscordSettings, Settings, SlackSettings
 
 Platform = Literal["slack", "discord"]
-GUIDES: dict[Platform, str] = {"slack": "docs/SLACK.md", "discord": "docs/DISCORD.md"}
+GUIDES: Mapping[Platform, str] = MappingProxyType({"slack": "docs/SLACK.md", "discord": "docs/DISCORD.md"})
 # What the help says of settings whose field carries no description of its own.
-NOTES = {
-    "KOMT_SLACK__BOT_TOKEN": "xoxb-...: the bot token (required)",
-    "KOMT_SLACK__API_URL": "Slack's Web API (a fake Slack in tests)",
-    "KOMT_DISCORD__TOKEN": "the bot token (required)",
-    "KOMT_DISCORD__API_URL": "Discord's REST API (a fake Discord in tests)",
-    "KOMT_DISCORD__GATEWAY_URL": "Discord's gateway (a fake Discord in tests)",
-    "KOMT_DISCORD__GUILD_IDS": "guilds whose slash commands sync at once",
-    "KOMT_DISCORD__REPLY_IN_THREAD": "answer a channel mention in a new thread",
-    "KOMT_DISCORD__ALLOW_DMS": "answer direct messages",
-    "KOMT_DISCORD__ALLOWED_GUILDS": "guild ids; empty: every guild",
-    "KOMT_DISCORD__ALLOWED_CHANNELS": "channel ids; empty: every channel",
-    "KOMT_DISCORD__ALLOWED_ROLES": "role ids; empty: every role",
-    "KOMT_DISCORD__ALLOWED_USERS": "user ids; empty: everyone",
-}
+NOTES: Mapping[str, str] = MappingProxyType(
+    {
+        "KOMT_SLACK__BOT_TOKEN": "xoxb-...: the bot token (required)",
+        "KOMT_SLACK__API_URL": "Slack's Web API (a fake Slack in tests)",
+        "KOMT_DISCORD__TOKEN": "the bot token (required)",
+        "KOMT_DISCORD__API_URL": "Discord's REST API (a fake Discord in tests)",
+        "KOMT_DISCORD__GATEWAY_URL": "Discord's gateway (a fake Discord in tests)",
+        "KOMT_DISCORD__GUILD_IDS": "guilds whose slash commands sync at once",
+        "KOMT_DISCORD__REPLY_IN_THREAD": "answer a channel mention in a new thread",
+        "KOMT_DISCORD__ALLOW_DMS": "answer direct messages",
+        "KOMT_DISCORD__ALLOWED_GUILDS": "guild ids; empty: every guild",
+        "KOMT_DISCORD__ALLOWED_CHANNELS": "channel ids; empty: every channel",
+        "KOMT_DISCORD__ALLOWED_ROLES": "role ids; empty: every role",
+        "KOMT_DISCORD__ALLOWED_USERS": "user ids; empty: everyone",
+    }
+)
 
 
 def settings_help(platform: Platform) -> str:
