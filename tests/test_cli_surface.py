@@ -140,3 +140,10 @@ async def test_queue_jobs_piped_is_not_cut_to_80_columns(
     assert result.exit_code == 0, result.output
     [row] = [line for line in result.stdout.splitlines() if job_id in line]
     assert len(row) > 80 and "…" not in row.split(job_id)[0]
+
+
+def test_tiny_model_keeps_third_party_warnings_out_of_the_terminal(tmp_path: Path) -> None:
+    result = komt_bot("dev", "tiny-model", "tiny", env={"HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "gemm_4bit" not in result.stderr and "pip install kernels" not in result.stderr, result.stderr
+    assert (tmp_path / "tiny" / "base").is_dir() and "KOMT_MODEL__BASE=" in result.stdout
