@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -35,6 +36,7 @@ from komt_bot.settings import Settings
 PROMPT = "\nyou> "
 ANSWER_PREFIX = "komt> "
 WAIT_LINE_SECONDS = 0.5  # how often a waiting job's place in the queue is read
+STILL_LINE_SECONDS = 30.0  # a waiting job's place is said again this often while it does not change
 
 
 class Interrupts:
@@ -44,11 +46,14 @@ class Interrupts:
         self._pressed = asyncio.Event()
         self.active = False  # a chat is running: Ctrl-C is its, not the command's
         self.reader_blocked = False  # a line reader was left waiting on stdin (Ctrl-C at the prompt)
+        self.on_press: Callable[[], None] | None = None  # run at the press itself: an answer stops printing there
 
     def press(self) -> bool:
         """One Ctrl-C (call it on the event loop's thread). True when a chat took it."""
         if not self.active:
             return False
+        if self.on_press is not None:
+            self.on_press()
         self._pressed.set()
         return True
 
@@ -143,12 +148,14 @@ async def answer(
         submission = await queue.submit(request)
         if not await queue.presence.workers():
             print(messages.TERMINAL_NO_WORKER, file=err, flush=True)
+            print(messages.terminal_wait_limit(settings.queue.job_timeout_seconds), file=err, flush=True)
     except KomtError as e:
         print(messages.for_error(e), file=out, flush=True)
         return None
     sink = ConsoleSink(out, prefix=prefix)
     try:
-        return await _follow(queue, submission.job_id, settings, keys, sink, err=err)
+        with _ctrl_c_not_echoed():
+            return await _follow(queue, submission.job_id, settings, keys, sink, err=err)
     except QueueError:
         sink.abandon(messages.QUEUE_DOWN)
         return None
@@ -166,7 +173,8 @@ async def _follow(
     editor = ReplyEditor(sink, TERMINAL_LIMITS)
     timeout = settings.queue.job_timeout_seconds
     reply = asyncio.ensure_future(deliver(queue, job_id, editor, timeout_seconds=timeout))
-    waiting = asyncio.ensure_future(_wait_lines(queue, job_id, sink, err))
+    waiting = asyncio.ensure_future(_wait_lines(queue, job_id, sink, err, limit=timeout))
+    keys.on_press = sink.hold  # not a word more after the press: the next line says "stopped"
     try:
         if not await _first(reply, keys):
             keys.clear()
@@ -177,17 +185,20 @@ async def _follow(
                 return None
         outcome = reply.result()
     finally:
+        keys.on_press = None
         for task in (reply, waiting):
             task.cancel()
         await asyncio.gather(reply, waiting, return_exceptions=True)
     return outcome.text if outcome.kind == "done" else None
 
 
-async def _wait_lines(queue: JobQueue, job_id: str, sink: ConsoleSink, err: TextIO) -> None:
-    """While the job waits, its place in the queue on ``err`` at each change; once a worker has it, the answer's
-    prefix. The terminal words the wait itself: the shared placeholder says "starting shortly" even when no worker
-    runs, and nothing is shown when a worker starts the job before its first words."""
+async def _wait_lines(queue: JobQueue, job_id: str, sink: ConsoleSink, err: TextIO, *, limit: float) -> None:
+    """While the job waits, its place in the queue on ``err`` at each change, and again every
+    ``STILL_LINE_SECONDS`` with the time waited and ``limit``; once a worker has it, the answer's prefix. The terminal
+    words the wait itself: the shared placeholder says "starting shortly" even when no worker runs, and nothing is
+    shown when a worker starts the job before its first words."""
     shown: int | None = None
+    started = said = time.monotonic()
     with contextlib.suppress(KomtError):  # the reply itself says what became of the queue
         while not sink.finished:
             await asyncio.sleep(WAIT_LINE_SECONDS)
@@ -196,24 +207,57 @@ async def _wait_lines(queue: JobQueue, job_id: str, sink: ConsoleSink, err: Text
                 if (await queue.job(job_id)).state == "running":
                     sink.begin()
                 return
+            now = time.monotonic()
             if position != shown:
                 print(messages.queue_position(position), file=err, flush=True)
-                shown = position
+                shown, said = position, now
+            elif now - said >= STILL_LINE_SECONDS and not sink.finished:
+                print(messages.still_waiting(position, now - started, limit), file=err, flush=True)
+                said = now
+
+
+def _terminal_attributes() -> tuple[int, list[Any]] | None:
+    """stdin's file descriptor and terminal attributes, or None when it is not a POSIX terminal."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        return (fd, termios.tcgetattr(fd)) if os.isatty(fd) else None
+    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal, or not a POSIX one
+        return None
+
+
+@contextlib.contextmanager
+def _ctrl_c_not_echoed() -> Iterator[None]:
+    """While an answer prints, Ctrl-C does not echo ``^C`` into the middle of its line (the terminal's ECHOCTL)."""
+    attributes = _terminal_attributes()
+    if attributes is None:
+        yield
+        return
+    import termios
+
+    fd, saved = attributes
+    quiet = list(saved)
+    quiet[3] = saved[3] & ~termios.ECHOCTL
+    with contextlib.suppress(OSError, termios.error):
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 @contextlib.contextmanager
 def _terminal_kept() -> Iterator[None]:
     """Put the terminal back as it was: a line editor stopped mid-line (Ctrl-C at the prompt) may leave it raw."""
-    try:
-        import termios
-
-        fd = sys.stdin.fileno()
-        saved = termios.tcgetattr(fd) if os.isatty(fd) else None
-    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal, or not a POSIX one
-        saved = None
-    if saved is None:
+    attributes = _terminal_attributes()
+    if attributes is None:
         yield
         return
+    import termios
+
+    fd, saved = attributes
     try:
         yield
     finally:

@@ -3,7 +3,9 @@
 A terminal cannot change what it printed, so :class:`ConsoleSink` only appends: the answer's prefix (``komt> ``),
 then whatever each new view adds to the text already printed, then the closing line of the final view (stopped,
 truncated, an error) on a line of its own. A view that does not carry on from what was printed (the worker restarted
-the job and the answer is written again) ends the line, shows the notice, and starts over.
+the job and the answer is written again) ends the line, shows the notice, and starts over. Once Ctrl-C is pressed
+(:meth:`ConsoleSink.hold`) no more answer text is printed, only the closing line; and an answer that timed out before
+any worker began it closes with "no worker took the question", not "took too long".
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from komt_bot import messages
 from komt_bot.chat.editor import MessageView, ReplyLimits, ViewKind
 
 # One message however long the answer (no splitting), and text shown as soon as it is written. The interval is not 0:
@@ -34,6 +37,7 @@ class ConsoleSink:
         self._begun = False  # the prefix is printed
         self._shown = ""  # the answer text printed since the prefix
         self._posts = 0
+        self._held = False  # Ctrl-C was pressed: no more answer text
 
     async def post(self, view: MessageView) -> str:
         """Show the reply's first view; its handle is its number (the terminal never posts a second one)."""
@@ -51,9 +55,21 @@ class ConsoleSink:
             self._begun = True
             self._write(self.prefix)
 
+    def hold(self) -> None:
+        """Print no more answer text (Ctrl-C was pressed): what follows is only the reply's closing line."""
+        self._held = True
+
     def show(self, view: MessageView) -> None:
         """Print what ``view`` adds to the terminal."""
         if self.finished or view.kind is ViewKind.BLANK:
+            return
+        if self._held:
+            if view.kind is ViewKind.FINAL:
+                tail = view.body.rpartition("\n\n")[2]
+                self.abandon(tail if messages.is_status(tail) else messages.STOPPED)
+            return
+        if view.kind is ViewKind.FINAL and view.body == messages.TIMEOUT and not self._begun:
+            self.abandon(messages.TERMINAL_NOT_TAKEN)  # the job never left the queue
             return
         if view.kind is ViewKind.STATUS:
             if self._shown:  # the answer so far is void: the worker starts it again

@@ -62,6 +62,31 @@ TERMINAL_NO_WORKER = (
     "no worker is running, so the question waits in the queue: start one in another terminal with `komt-bot worker`"
 )
 
+TERMINAL_NOT_TAKEN = "⌛ 질문을 맡은 작업자가 없어 기다리기를 멈췄습니다 / no worker took the question, gave up waiting"
+
+
+def duration(seconds: float) -> tuple[str, str]:
+    """``seconds`` for a person, in Korean and in English: "45초" / "45 s", "10분" / "10 min"."""
+    if seconds < 90:
+        return f"{round(seconds)}초", f"{round(seconds)} s"
+    return f"{round(seconds / 60)}분", f"{round(seconds / 60)} min"
+
+
+def terminal_wait_limit(seconds: float) -> str:
+    """How long the terminal chat waits for a worker to take a question."""
+    korean, english = duration(seconds)
+    return f"⏳ 작업자를 최대 {korean} 기다립니다 / it waits up to {english} for a worker"
+
+
+def still_waiting(ahead: int, waited: float, limit: float) -> str:
+    """A waiting job's place in the queue, said again while nothing changes (the terminal)."""
+    waited_ko, waited_en = duration(waited)
+    limit_ko, limit_en = duration(limit)
+    return (
+        f"⏳ 아직 대기 중: {ahead + 1}번째, {waited_ko}째 (최대 {limit_ko}) / "
+        f"still waiting: number {ahead + 1} in the queue, {waited_en} so far (up to {limit_en})"
+    )
+
 
 ENGINE_UNAVAILABLE = (
     "🔌 모델 서버에 연결할 수 없습니다. 잠시 후 다시 물어봐 주세요 / "

@@ -273,8 +273,11 @@ class Settings(BaseSettings):
         if text == "":
             return None
         if isinstance(text, str) and urlsplit(text).scheme not in ("redis", "rediss", "unix"):
-            # Never echo the value: it may hold a password.
-            raise ValueError("needs a scheme: redis://HOST:PORT/DB (rediss:// for TLS, unix:///PATH for a socket)")
+            # Never echo the value: it may hold a password (the scheme alone is safe to name).
+            accepted = "redis://HOST:PORT/DB (rediss:// for TLS, unix:///PATH for a socket)"
+            if "://" in text:
+                raise ValueError(f"the scheme {urlsplit(text).scheme}:// is not accepted: use {accepted}")
+            raise ValueError(f"needs a scheme: {accepted}")
         return value
 
     @model_validator(mode="after")

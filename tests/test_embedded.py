@@ -13,11 +13,13 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from komt_bot.errors import ConfigError, QueueError
 from komt_bot.jobs import JobRequest, Origin, Turn
@@ -25,6 +27,7 @@ from komt_bot.queue import JobQueue, connect
 from komt_bot.queue.embedded import (
     STATE_FILE,
     EmbeddedRedis,
+    ServerRecord,
     discover,
     embedded_dir,
     pid_alive,
@@ -200,3 +203,56 @@ async def test_serve_runs_redis_that_commands_from_another_terminal_use(
     gone = komt("queue", "status", env=serve_env)
     assert gone.returncode == 2 and len(gone.stderr.strip().splitlines()) == 1, gone.stderr
     assert "start `komt-bot serve`" in gone.stderr
+
+
+def test_serve_names_the_redis_it_uses_without_the_password(embedded: Settings) -> None:
+    lines: list[str] = []
+    outside = embedded.model_copy(update={"redis_url": SecretStr("redis://:secret@10.1.2.3:7000/0")})
+    with serve_redis(outside, announce=lines.append):
+        pass
+    assert lines == ["Redis: 10.1.2.3:7000 (KOMT_REDIS_URL)"]
+    with serve_redis(embedded, announce=lines.append) as served:
+        assert served.redis_url is not None
+        password = served.redis_url.get_secret_value().split(":")[2].split("@")[0]
+        assert lines[1].startswith("embedded Redis: redis-server (pid ") and ", started) on 127.0.0.1:" in lines[1]
+        assert password not in lines[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
+def test_the_embedded_redis_ends_with_serve_whatever_ends_it(
+    serve_env: dict[str, str], tmp_path: Path, sig: signal.Signals
+) -> None:
+    directory = Path(serve_env["XDG_STATE_HOME"]) / "komt-bot" / "redis"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log_file:
+        serve = subprocess.Popen([sys.executable, "-m", "komt_bot", "serve"], env=serve_env, cwd=ROOT, stderr=log_file)
+    record: ServerRecord | None = None
+    try:
+
+        def running() -> bool:
+            nonlocal record
+            record = read_record(directory)
+            announced = "embedded Redis: redis-server" in log_path.read_text()
+            return record is not None and pid_alive(record.pid) and announced
+
+        wait_until(running, timeout=60)
+        assert record is not None
+        assert f"embedded Redis: redis-server (pid {record.pid}, started) on 127.0.0.1:" in log_path.read_text()
+        serve.send_signal(sig)
+        serve.wait(timeout=30)
+        wait_until(lambda: not pid_alive(record.pid), timeout=30)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        if record is not None and pid_alive(record.pid):
+            os.kill(record.pid, signal.SIGKILL)
+    assert list(directory.glob("appendonlydir/*.aof"))  # its data stays for the next serve

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from komt_bot.cli.preflight import check_default_model
+from komt_bot.cli.preflight import check_model
 from komt_bot.engine.base import CheckedEngine, Engine
 from komt_bot.errors import ConfigError, EngineError
 from komt_bot.metrics import Metrics, process_metrics
@@ -117,7 +118,7 @@ async def run_worker(
 
     ``on_ready`` gets the worker's graceful stop once the worker exists (the signal handlers use it).
     """
-    check_default_model(settings)
+    check_model(settings)
     worker_name = name or settings.worker.name or default_worker_name()
     queue_client = open_queue(settings, wait=True, name=f"komt-worker-{worker_name}")
     async with queue_client as queue, process_metrics(settings.metrics, queue) as metrics:
@@ -154,12 +155,17 @@ async def run_stack(settings: Settings, *, chat: bool, interrupts: Interrupts | 
     Without KOMT_REDIS_URL it runs the embedded redis-server (komt_bot.queue.embedded) for as long as it runs.
     ``interrupts`` are the chat's Ctrl-C presses (see adapters.console).
     """
-    check_default_model(settings)
+    check_model(settings)
     adapters = configured_adapters(settings)
     if not adapters and not chat:
         log.warning("no Slack or Discord credentials are set: only the worker runs (add --chat to talk here)")
-    with serve_redis(settings) as settings:
+    with serve_redis(settings, announce=_say if chat else log.info) as settings:
         await _run_stack(settings, adapters, chat=chat, interrupts=interrupts)
+
+
+def _say(line: str) -> None:
+    """A line for the person at the terminal: the chat keeps the log to warnings."""
+    print(line, file=sys.stderr, flush=True)
 
 
 async def _run_stack(settings: Settings, adapters: list[str], *, chat: bool, interrupts: Interrupts | None) -> None:

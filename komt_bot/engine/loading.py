@@ -5,7 +5,8 @@
         device_map="auto")
     PeftModel.from_pretrained(model, adapter)
 
-``base`` and ``adapter`` are hub ids or local directories. ``quantization="auto"`` means NF4 on CUDA and unquantized
+``base`` and ``adapter`` are hub ids or local directories, checked in a second before anything loads
+(:mod:`komt_bot.engine.hub`). ``quantization="auto"`` means NF4 on CUDA and unquantized
 on a machine without CUDA (NF4 works on CPU with bitsandbytes >= 0.50 but is no faster); ``"nf4"`` forces it.
 """
 
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from komt_bot.engine.hub import ADAPTER_SETTING, BASE_SETTING, hub_sources
+from komt_bot.engine.hub import check_source as check_source  # tokencount imports it from here
 from komt_bot.errors import EngineError
 from komt_bot.settings import ModelSettings
 
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
 
@@ -104,13 +105,14 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     """Load the configured base model, adapter and tokenizer; any failure is one readable :class:`EngineError`."""
     has_cuda = cuda_available()
     plan = plan_load(settings, has_cuda=has_cuda)
+    offline = hub_sources(settings)
     if not has_cuda:
         log.warning("no CUDA device found: loading %s on CPU (%s)", settings.base, _describe(plan))
-    model = load_base(settings.base, plan)
+    model = load_base(settings.base, plan, offline=offline)
     if settings.adapter is not None:
-        model = attach_adapter(model, settings.adapter, merge=plan.merge_adapter)
+        model = attach_adapter(model, settings.adapter, merge=plan.merge_adapter, offline=offline)
     model.eval()
-    tokenizer = load_tokenizer(settings.base, settings.adapter)
+    tokenizer = load_tokenizer(settings.base, settings.adapter, offline=offline)
     log.info("loaded %s (adapter %s) on %s, %s", settings.base, settings.adapter, plan.device, _describe(plan))
     return LoadedModel(model=model, tokenizer=tokenizer, plan=plan, base=settings.base, adapter=settings.adapter)
 
@@ -119,18 +121,6 @@ def _describe(plan: LoadPlan) -> str:
     if plan.quantization == "nf4":
         return f"NF4 with {plan.dtype} compute"
     return f"unquantized {plan.dtype}" + (", LoRA merged" if plan.merge_adapter else "")
-
-
-def check_source(name: str, what: str) -> str:
-    """``name`` if it is an existing directory or looks like a hub id; otherwise an :class:`EngineError`."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path)
-    if path.exists():
-        raise EngineError(f"{what} {name!r} is a file; expected a model directory or a hub id")
-    if name.startswith(("/", ".", "~")) or not _HUB_ID.match(name):
-        raise EngineError(f"{what} directory not found: {name}")
-    return name
 
 
 def quantization_config(plan: LoadPlan) -> Any:
@@ -146,13 +136,16 @@ def quantization_config(plan: LoadPlan) -> Any:
     )
 
 
-def load_base(name: str, plan: LoadPlan) -> Any:
-    """The base model, NF4-quantized or in ``plan.dtype``, placed with ``device_map="auto"``."""
+def load_base(name: str, plan: LoadPlan, *, offline: bool = False) -> Any:
+    """The base model, NF4-quantized or in ``plan.dtype``, placed with ``device_map="auto"`` (from the local
+    Hugging Face cache alone when ``offline``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    source = check_source(name, "base model")
-    kwargs: dict[str, Any] = {"device_map": "auto"}
+    source = check_source(name, "base model", BASE_SETTING)
+    kwargs: dict[str, Any] = {"device_map": "auto", "local_files_only": offline}
+    if offline:  # transformers' own look for an adapter in the repository does not follow local_files_only
+        kwargs["adapter_kwargs"] = {"local_files_only": True}
     if plan.quantization == "nf4":
         kwargs["quantization_config"] = quantization_config(plan)
     else:
@@ -161,23 +154,23 @@ def load_base(name: str, plan: LoadPlan) -> Any:
         with quiet_third_party_warnings():
             return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except Exception as e:
-        raise EngineError(f"could not load base model {name!r}: {_first_line(e)}") from e
+        raise EngineError(f"{BASE_SETTING}: could not load base model {name!r}: {_first_line(e)}") from e
 
 
-def attach_adapter(model: Any, name: str, *, merge: bool) -> Any:
+def attach_adapter(model: Any, name: str, *, merge: bool, offline: bool = False) -> Any:
     """Wrap ``model`` with the LoRA adapter ``name``; merged into the weights when ``merge`` is set."""
     from peft import PeftModel
 
-    source = check_source(name, "adapter")
+    source = check_source(name, "adapter", ADAPTER_SETTING)
     try:
         with quiet_third_party_warnings():
-            wrapped = PeftModel.from_pretrained(model, source)
+            wrapped = PeftModel.from_pretrained(model, source, local_files_only=offline)
     except Exception as e:
-        raise EngineError(f"could not load adapter {name!r}: {_first_line(e)}") from e
+        raise EngineError(f"{ADAPTER_SETTING}: could not load adapter {name!r}: {_first_line(e)}") from e
     return wrapped.merge_and_unload() if merge else wrapped
 
 
-def load_tokenizer(base: str, adapter: str | None) -> PreTrainedTokenizerBase:
+def load_tokenizer(base: str, adapter: str | None, *, offline: bool = False) -> PreTrainedTokenizerBase:
     """The adapter's tokenizer when it ships one, else the base model's."""
     from transformers import AutoTokenizer
 
@@ -185,7 +178,7 @@ def load_tokenizer(base: str, adapter: str | None) -> PreTrainedTokenizerBase:
         if name is None or not _may_have_tokenizer(name):
             continue
         try:
-            return AutoTokenizer.from_pretrained(check_source(name, "tokenizer"))
+            return AutoTokenizer.from_pretrained(check_source(name, "tokenizer"), local_files_only=offline)
         except Exception as e:
             if name == base:
                 raise EngineError(f"could not load the tokenizer of {name!r}: {_first_line(e)}") from e

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -22,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from komt_bot.errors import ConfigError, QueueError
+from komt_bot.logs import scrub
 from komt_bot.queue.embedded import discover
 from komt_bot.queue.jobqueue import JobQueue
 from komt_bot.queue.retry import Backoff, is_transient
@@ -34,6 +34,8 @@ SOCKET_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 HEALTH_CHECK_SECONDS = 30
 WAIT_LOG_SECONDS = 5.0
+STILL_WAITING_SECONDS = 60.0  # after this long the wait is worded as a likely mistake, every STILL_LOG_SECONDS
+STILL_LOG_SECONDS = 30.0
 
 
 def connect(settings: Settings, *, name: str | None = None) -> aioredis.Redis:
@@ -76,23 +78,39 @@ def embedded_redis() -> aioredis.Redis:
 
 
 async def wait_for_redis(client: aioredis.Redis, where: str) -> None:
-    """Return once Redis answers a PING, saying every few seconds that it waits (a worker started before Redis)."""
+    """Return once Redis answers a PING, saying every few seconds that it waits (a worker started before Redis), and
+    after the first minute that it still does (``where`` names the setting and its value: a typo waits forever)."""
     backoff = Backoff(window=float("inf"))
-    last_said = 0.0
+    next_said = 0.0  # seconds into the wait when it is said next
     while True:
         try:
             await client.ping()
         except Exception as e:
             if not is_transient(e):
                 raise QueueError(f"Redis at {where} refuses komt-bot: {e}") from e
-            if time.monotonic() - last_said >= WAIT_LOG_SECONDS:
-                log.warning("waiting for Redis at %s (%s)", where, e)
-                last_said = time.monotonic()
+            waited = backoff.down_for
+            if waited >= next_said:
+                next_said = _say_waiting(where, e, waited)
             await backoff.wait()
             continue
         if backoff.since is not None:
             log.info("Redis at %s answers after %.0f s", where, backoff.down_for)
         return
+
+
+def _say_waiting(where: str, error: Exception, waited: float) -> float:
+    """Log the wait; returns when (seconds into it) to say it next."""
+    if waited < STILL_WAITING_SECONDS:
+        log.warning("waiting for Redis at %s (%s)", where, error)
+        return min(waited + WAIT_LOG_SECONDS, STILL_WAITING_SECONDS)
+    log.warning(
+        "still waiting for Redis at %s after %.0f s (%s): it keeps waiting until Redis answers; if the address is "
+        "wrong, fix it and restart",
+        where,
+        waited,
+        error,
+    )
+    return waited + STILL_LOG_SECONDS
 
 
 @contextlib.asynccontextmanager
@@ -126,10 +144,14 @@ async def open_queue(
 
 
 def _where(settings: Settings) -> str:
+    """Where the queue's Redis is and which setting says so, the password masked."""
     url = redis_url(settings)
     if url is None:
         return "the embedded Redis"
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    return f"{parts.hostname or parts.path}:{parts.port or 6379}"
+    address = f"{parts.hostname or parts.path}:{parts.port or 6379}"
+    if settings.redis_url is None:
+        return f"{address} (the embedded Redis of `komt-bot serve`)"
+    return f"{address} (KOMT_REDIS_URL={scrub(url)})"

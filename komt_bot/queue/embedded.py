@@ -10,7 +10,9 @@ Without ``KOMT_REDIS_URL``, ``serve`` runs ``redis-server`` itself, in a directo
   ``KOMT_REDIS_URL`` (``queue status``, ``health``, ``chat``, ``worker``) connects there
   (:func:`discover`), for as long as that server runs;
 * it runs in a session of its own (Ctrl-C in the terminal reaches ``serve``, which drains its worker into Redis
-  first) and is stopped when ``serve`` stops. One left behind by a ``serve`` that was killed is adopted by the next.
+  first) and is stopped when ``serve`` stops; on Linux it also gets SIGTERM when ``serve`` dies however it ends
+  (SIGHUP from a closed terminal, SIGKILL), a parent-death signal: Redis flushes its append-only file and exits.
+  One left behind elsewhere (no parent-death signal) is adopted by the next ``serve``.
 
 Without a ``redis-server`` binary ``serve`` falls back to an in-process fakeredis, with a warning that says what that
 loses (:func:`serve_redis`).
@@ -19,6 +21,8 @@ loses (:func:`serve_redis`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import json
 import logging
@@ -28,10 +32,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 from pydantic import SecretStr
@@ -47,6 +53,7 @@ LOG_FILE = "redis.log"
 LOCK_FILE = "lock"
 START_TIMEOUT_SECONDS = 60.0  # a big append-only file takes a while to load
 STOP_TIMEOUT_SECONDS = 15.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 FALLBACK_WARNING = (
     "redis-server is not installed: `komt-bot serve` uses an in-process Redis (fakeredis) instead. Queued jobs are "
     "lost when serve stops, and no other command (queue status, health, chat, a second worker) can reach it. "
@@ -136,6 +143,24 @@ def _port_free(port: int) -> bool:
         return True
 
 
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent SIGTERM when ``parent`` dies (Linux ``PR_SET_PDEATHSIG``), or None
+    where there is no such thing."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """Hold the directory's lock: two commands never start or adopt the server at once."""
@@ -156,6 +181,7 @@ class EmbeddedRedis:
         self.binary = binary
         self.url = ""
         self.pid: int | None = None
+        self.adopted = False  # a server an earlier serve left running, not started here
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
@@ -173,14 +199,18 @@ class EmbeddedRedis:
                         f"{self.directory}: talk to it with `komt-bot chat`, add a worker with `komt-bot worker`"
                     )
                 log.warning("adopting the embedded redis-server (pid %d) an earlier komt-bot serve left", record.pid)
-                self.url, self.pid = record.url, record.pid
+                self.url, self.pid, self.adopted = record.url, record.pid, True
             else:
                 self._spawn()
             assert self.pid is not None
             record = ServerRecord(self.url, self.pid, os.getpid(), time.time())
             _write_private(self.directory / STATE_FILE, json.dumps(asdict(record)))
-        log.info("embedded Redis: redis-server (pid %d) on %s, data in %s", self.pid, self.where, self.directory)
         return self.url
+
+    def describe(self) -> str:
+        """Which server this is and where, for the first lines of ``serve`` (no password)."""
+        how = "adopted from an earlier komt-bot serve" if self.adopted else "started"
+        return f"embedded Redis: redis-server (pid {self.pid}, {how}) on {self.where}, data in {self.directory}"
 
     @property
     def where(self) -> str:
@@ -234,6 +264,7 @@ class EmbeddedRedis:
                     stderr=subprocess.STDOUT,
                     cwd=self.directory,
                     start_new_session=True,  # Ctrl-C in the terminal stops serve first, then serve stops Redis
+                    preexec_fn=_die_with_parent(os.getpid()),  # ends with serve, whatever ends serve
                 )
             self.pid = self._process.pid
             if self._wait_until_ready():
@@ -297,11 +328,16 @@ class EmbeddedRedis:
 
 
 @contextlib.contextmanager
-def serve_redis(settings: Settings) -> Iterator[Settings]:
+def serve_redis(settings: Settings, announce: Callable[[str], None] = log.info) -> Iterator[Settings]:
     """The settings ``serve`` runs with: as they are with ``KOMT_REDIS_URL``; else pointing at the embedded
     redis-server, started for the duration of the block; else (no binary) as they are, for the in-process fallback
-    of ``open_queue(embedded_ok=True)``, with a warning saying what that loses."""
+    of ``open_queue(embedded_ok=True)``, with a warning saying what that loses.
+
+    ``announce`` gets one line saying which Redis that is (its address, never its password)."""
     if settings.redis_url is not None:
+        parts = urlsplit(settings.redis_url.get_secret_value())
+        address = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+        announce(f"Redis: {address} (KOMT_REDIS_URL)")
         yield settings
         return
     binary = shutil.which("redis-server")
@@ -311,6 +347,7 @@ def serve_redis(settings: Settings) -> Iterator[Settings]:
         return
     server = EmbeddedRedis(embedded_dir(settings), binary)
     url = server.start()
+    announce(server.describe())
     try:
         yield settings.model_copy(update={"redis_url": SecretStr(url)})
     finally:
