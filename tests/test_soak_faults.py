@@ -42,15 +42,16 @@ async def test_a_restart_after_the_load_ended_is_a_missed_fault(
 ) -> None:
     queue = JobQueue(redis_client, settings.queue)
     injector, redis = await _injector(queue, FaultPlan(restart_redis=True), tmp_path)
-    third = asyncio.Event()
-    third.set()  # a third answered, but nothing is running or waiting any more
+    third, load_done = asyncio.Event(), asyncio.Event()
+    third.set()  # a third answered, but nothing is running or waiting any more...
+    asyncio.get_running_loop().call_later(0.3, load_done.set)  # ...and nothing comes before the load ends
 
-    await injector.run(third, asyncio.Event())
+    await injector.run(third, load_done)
 
     assert redis.restarts == 0 and injector.records == []
     assert injector.missed == ["restart"]
     [note] = injector.notes
-    assert note.startswith("restart: fault missed the load (at ") and "0 jobs running and 0 waiting" in note
+    assert note.startswith("restart: fault missed the load (at ") and "0 jobs running, 0 waiting" in note
     summary = summarize(
         [],
         dead_lettered=0,
@@ -81,6 +82,25 @@ async def test_a_restart_with_jobs_waiting_lands(
     assert redis.restarts == 1 and injector.missed == []
     [record] = injector.records
     assert record.kind == "restart" and "0 jobs running, 1 waiting" in record.detail
+
+
+async def test_a_restart_due_while_nothing_runs_waits_for_the_next_job(
+    redis_client: aioredis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    queue = JobQueue(redis_client, settings.queue)
+    injector, redis = await _injector(queue, FaultPlan(restart_redis=True), tmp_path)
+    third = asyncio.Event()
+    third.set()
+    restarting = asyncio.create_task(injector.run(third, asyncio.Event()))
+    await asyncio.sleep(0.3)
+    assert redis.restarts == 0 and not restarting.done()  # nothing to hit yet: it waits
+
+    origin = Origin(platform="test", channel="C1", user="U1")
+    await queue.submit(JobRequest(conversation=[Turn(role="user", text="안녕")], origin=origin))
+    async with asyncio.timeout(5):
+        await restarting
+
+    assert redis.restarts == 1 and injector.missed == []
 
 
 async def test_a_periodic_fault_that_never_fired_missed_the_load(

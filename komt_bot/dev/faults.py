@@ -15,9 +15,10 @@
 
 "About a third of the run" is when a third of the conversations have shown answer text.
 
-A fault must hit the load: one that lands when no job is running or waiting (the load has ended, or not begun),
-or that never lands, proves nothing. Each such fault kind is noted as "fault missed the load" in :attr:`missed`,
-and the run fails. A kind given every S seconds counts once any of its injections hit jobs in flight.
+A fault must hit the load. Freeze and restart wait, once due, until a job is running or waiting; one that finds
+none before the load ends, or a fault that never lands, proves nothing. Each such fault kind is noted as "fault
+missed the load" in ``missed``, and the run fails. A kind given every S seconds counts once any of its injections
+met jobs in flight.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 FaultKind = Literal["kill", "freeze", "restart", "kill-adapter", "restart-adapter"]
 THAW_SIGNAL_EXTRA_SECONDS = 10.0
+IN_FLIGHT_POLL_SECONDS = 0.05  # a fault due while no job is in flight waits this long between looks
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +146,17 @@ class FaultInjector:
         return running, int(await self.queue.redis.zcard(self.queue.keys.waiting))
 
     async def _landed(self, kind: FaultKind, load_done: asyncio.Event) -> tuple[int, int] | None:
-        """The jobs in flight when a fault is about to land; None (and a miss) when there is nothing to hit."""
-        running, waiting = await self._in_flight()
-        if load_done.is_set() or running + waiting == 0:
-            self._miss(kind, f"at {self._now():.1f} s, {running} jobs running and {waiting} waiting")
-            return None
-        self._hit.add(kind)
-        return running, waiting
+        """The jobs in flight when a fault lands: at once if there are any, else as soon as some are, while the load
+        lasts. None (and a miss) when the load ends with nothing to hit."""
+        while True:
+            running, waiting = await self._in_flight()
+            if running + waiting and not load_done.is_set():
+                self._hit.add(kind)
+                return running, waiting
+            if load_done.is_set():
+                self._miss(kind, f"at {self._now():.1f} s the load was over: {running} jobs running, {waiting} waiting")
+                return None
+            await asyncio.sleep(IN_FLIGHT_POLL_SECONDS)
 
     def _ended(self, kind: FaultKind, every: float) -> None:
         """A periodic fault's loop is over: it missed the load unless one of its injections hit jobs."""
@@ -197,11 +203,14 @@ class FaultInjector:
 
     async def _freeze(self, seconds: float, third: asyncio.Event, load_done: asyncio.Event) -> None:
         await first_of(third, load_done)
-        victim = await self._busiest()
-        if victim is None or not third.is_set():
-            self._miss("freeze", "not injected: the load ended first, or no live worker")
+        if not third.is_set():
+            self._miss("freeze", "not injected: the load ended first")
             return
         if await self._landed("freeze", load_done) is None:
+            return
+        victim = await self._busiest()
+        if victim is None:
+            self._miss("freeze", "not injected: no live worker")
             return
         held = (await self._pending()).get(victim.name, 0)
         at = self._now()
