@@ -13,6 +13,7 @@ from komt_bot import messages
 from komt_bot.jobs import ClaimedJob, JobRequest, Origin, Turn
 from komt_bot.queue import JobQueue
 from komt_bot.queue.fairness import wait_estimate
+from komt_bot.queue.inspect import QueueAdmin
 from komt_bot.settings import Settings
 from tests.conftest import REDIS_URL
 
@@ -54,6 +55,15 @@ async def test_jobs_run_round_robin_across_people_and_positions_follow_it(queue:
     taken = [(await claim_one(queue)).job_id for _ in ids]
     assert taken == fair_order
     assert await queue.claim("w1", 1, block_seconds=0.1) == []
+
+
+async def test_queue_jobs_lists_the_waiting_jobs_in_the_order_they_will_start(queue: JobQueue) -> None:
+    a1, a2, b1, a3, c1, b2, a4 = await submit_all(queue, ["A", "A", "B", "A", "C", "B", "A"])
+    first = await claim_one(queue)
+    assert await queue.requeue(first)
+    listed = [job.job_id for job in await QueueAdmin(queue).jobs(state="queued", limit=20)]
+    assert listed == [a1, b1, c1, a2, b2, a3, a4]
+    assert [job.job_id for job in await QueueAdmin(queue).jobs(state="queued", limit=3)] == [a1, b1, c1]
 
 
 async def test_a_person_served_long_ago_goes_before_one_served_just_now(queue: JobQueue) -> None:

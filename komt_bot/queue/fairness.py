@@ -9,7 +9,9 @@ the order are described in ``scripts/_common.lua`` and docs/ARCHITECTURE.md ("Fa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+import redis.asyncio as aioredis
 
 from komt_bot.queue.calls import ScriptCall
 from komt_bot.queue.keys import QueueKeys
@@ -72,3 +74,21 @@ def wait_estimate(ahead: int, finished: list[float], *, now: float) -> float | N
         return None
     gap = (recent[-1] - recent[0]) / (len(recent) - 1)
     return (ahead + 1) * gap
+
+
+async def fair_order(redis: aioredis.Redis, keys: QueueKeys, limit: int) -> list[str]:
+    """The first ``limit`` waiting jobs in the order they will start: the requeued ones, then one job of each
+    person's line per round, people in the order claims take them (a served person goes to the back of the round, so
+    every round keeps that order). Per-person caps and later arrivals are not foreseen, as in ``position.lua``."""
+    order = [str(job_id) for job_id in await redis.zrange(keys.fair_head, 0, limit - 1)]
+    people = [str(person) for person in await redis.zrange(keys.fair_people, 0, -1)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for person in people:
+            pipe.lrange(keys.fair_line(person), 0, limit - 1)
+        lines = cast(list[list[str]], await pipe.execute())
+    for place in range(limit):
+        round_ = [line[place] for line in lines if place < len(line)]
+        if not round_ or len(order) >= limit:
+            break
+        order += round_
+    return order[:limit]
