@@ -16,6 +16,8 @@ from komt_bot.queue.fairness import wait_estimate
 from komt_bot.queue.inspect import QueueAdmin
 from komt_bot.settings import Settings
 from tests.conftest import REDIS_URL
+from tests.fake_engine import ScriptedEngine
+from tests.helpers import collect_events, eventually, running_worker
 
 
 def asked_by(user: str | None, text: str = "질문") -> JobRequest:
@@ -164,6 +166,43 @@ async def test_the_wait_estimate_comes_from_recent_completions(queue: JobQueue) 
     await queue.redis.zadd(queue.keys.recent("done"), {f"j{i}": now - 10 + 2 * i for i in range(6)})
     assert await queue.wait_estimate(3) == pytest.approx(8.0)
     assert await queue.wait_estimate(0) is None
+
+
+async def started_at(queue: JobQueue, job_id: str) -> float:
+    started = (await queue.job(job_id)).started
+    assert started is not None
+    return started
+
+
+async def test_a_burst_of_one_person_does_not_hold_back_the_others(queue: JobQueue, settings: Settings) -> None:
+    heavy = await submit_all(queue, ["H"] * 12)
+    light = await submit_all(queue, ["L1", "L2", "L3"])
+    async with running_worker(queue, ScriptedEngine("가" * 20, delay=0.02, capacity=2), settings):
+        for job_id in heavy + light:
+            await collect_events(queue, job_id)
+    third_heavy = sorted([await started_at(queue, job_id) for job_id in heavy])[2]
+    assert all([await started_at(queue, job_id) < third_heavy for job_id in light])
+
+
+async def test_the_estimate_is_within_a_factor_of_two_of_the_wait_on_a_steady_load(
+    queue: JobQueue, settings: Settings
+) -> None:
+    ids = await submit_all(queue, ["A", "B"] * 8)
+    last = ids[-1]
+    async with running_worker(queue, ScriptedEngine("가" * 32, delay=0.05, capacity=2), settings):
+        finished = queue.keys.recent("done")
+
+        async def six_answered() -> bool:
+            return int(await queue.redis.zcard(finished)) >= 6
+
+        await eventually(six_answered)
+        asked = queue.clock()
+        ahead = await queue.position(last)
+        estimate = await queue.wait_estimate(ahead)
+        await collect_events(queue, last)
+    waited = await started_at(queue, last) - asked
+    assert ahead and estimate is not None
+    assert waited / 2 <= estimate <= waited * 2, (ahead, estimate, waited)
 
 
 def test_the_estimate_is_the_mean_gap_between_completions_per_job_to_start() -> None:
