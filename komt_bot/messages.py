@@ -15,7 +15,8 @@ def queued(ahead: int | None, wait_seconds: float | None = None) -> str:
     korean, english = "", ""
     if wait_seconds is not None:
         if wait_seconds < 90:
-            seconds = max(1, round(wait_seconds))
+            # coarse past 10 s, so the message (and the platform's edits) change about when the position does
+            seconds = max(1, round(wait_seconds)) if wait_seconds < 10 else 5 * round(wait_seconds / 5)
             korean, english = f" · 약 {seconds}초", f" · about {seconds} s"
         else:
             minutes = round(wait_seconds / 60)

@@ -212,6 +212,7 @@ def test_the_estimate_is_the_mean_gap_between_completions_per_job_to_start() -> 
 
 
 def test_the_waiting_message_shows_the_estimate() -> None:
-    assert messages.queued(3, 19.6) == "⏳ 대기 중 — 앞에 3개 · 약 20초 / queued, 3 ahead · about 20 s"
+    assert messages.queued(3, 21.6) == "⏳ 대기 중 — 앞에 3개 · 약 20초 / queued, 3 ahead · about 20 s"
     assert messages.queued(30, 600) == "⏳ 대기 중 — 앞에 30개 · 약 10분 / queued, 30 ahead · about 10 min"
+    assert messages.queued(1, 3.4) == "⏳ 대기 중 — 앞에 1개 · 약 3초 / queued, 1 ahead · about 3 s"
     assert messages.queued(3) == "⏳ 대기 중 — 앞에 3개 / queued, 3 ahead"
