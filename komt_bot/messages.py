@@ -8,11 +8,20 @@ from komt_bot.errors import BacklogFullError, EmptyPromptError, KomtError, Promp
 from komt_bot.jobs import ErrorCode
 
 
-def queued(ahead: int | None) -> str:
-    """The placeholder while a job waits."""
+def queued(ahead: int | None, wait_seconds: float | None = None) -> str:
+    """The placeholder while a job waits, with the estimated wait when one is known."""
     if not ahead:
         return "⏳ 곧 답변을 시작합니다… / starting shortly…"
-    return f"⏳ 대기 중 — 앞에 {ahead}개 / queued, {ahead} ahead"
+    korean, english = "", ""
+    if wait_seconds is not None:
+        if wait_seconds < 90:
+            # coarse past 10 s, so the message (and the platform's edits) change about when the position does
+            seconds = max(1, round(wait_seconds)) if wait_seconds < 10 else 5 * round(wait_seconds / 5)
+            korean, english = f" · 약 {seconds}초", f" · about {seconds} s"
+        else:
+            minutes = round(wait_seconds / 60)
+            korean, english = f" · 약 {minutes}분", f" · about {minutes} min"
+    return f"⏳ 대기 중 — 앞에 {ahead}개{korean} / queued, {ahead} ahead{english}"
 
 
 WRITING_MARK = " ✍️"

@@ -28,6 +28,9 @@ class QueueSettings(BaseModel):
     prefix: str = Field("komt", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     max_backlog: int = Field(100, ge=1, description="jobs waiting before new ones are refused as 'busy'")
     max_attempts: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
+    max_running_per_person: int = Field(
+        0, ge=0, description="one person's jobs running at once while other people's wait; 0: no cap"
+    )
     claim_idle_seconds: float = Field(10.0, gt=0, description="a worker silent this long loses its jobs")
     heartbeat_seconds: float = Field(2.0, gt=0)
     job_ttl_seconds: int = Field(86_400, ge=60, description="how long a finished job's record and output stay")

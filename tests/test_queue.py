@@ -30,6 +30,12 @@ def question(text: str = "제주도 여행 코스를 만들어줘") -> JobReques
     )
 
 
+async def queued_entries(queue: JobQueue) -> int:
+    """Jobs queued: entries of the jobs stream and of the people's lines (fair share), where jobs wait."""
+    lines = [key async for key in queue.redis.scan_iter(match=queue.keys.fair_line("*"))]
+    return int(await queue.redis.xlen(queue.keys.jobs)) + sum([int(await queue.redis.llen(k)) for k in lines])
+
+
 @pytest.fixture
 async def queue(redis_client: aioredis.Redis, settings: Settings) -> AsyncIterator[JobQueue]:
     q = JobQueue(redis_client, settings.queue)
@@ -43,7 +49,7 @@ async def test_a_replayed_idempotency_key_makes_one_job(queue: JobQueue) -> None
     assert first.created
     assert {s.job_id for s in again} == {first.job_id}
     assert not any(s.created for s in again)
-    assert await queue.redis.xlen(queue.keys.jobs) == 1
+    assert await queued_entries(queue) == 1
 
 
 async def test_positions_count_the_jobs_ahead(queue: JobQueue) -> None:
@@ -58,7 +64,7 @@ async def test_a_full_backlog_is_refused_with_a_typed_error(redis_client: aiored
     with pytest.raises(BacklogFullError) as refused:
         await queue.submit(question())
     assert refused.value.backlog == 2
-    assert await queue.redis.xlen(queue.keys.jobs) == 2
+    assert await queued_entries(queue) == 2
 
 
 async def test_a_queued_job_can_be_cancelled(queue: JobQueue, settings: Settings) -> None:

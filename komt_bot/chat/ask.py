@@ -131,7 +131,7 @@ async def ask(
         return Outcome("queue_down" if type(e) is QueueError else "refused")
     if not submission.created:
         return Outcome("duplicate", submission.job_id)
-    await editor.status(messages.queued(submission.position))
+    await editor.status(messages.queued(submission.position, await queue.wait_estimate(submission.position)))
     return await deliver(queue, submission.job_id, editor, timeout_seconds=timeout_seconds, recorder=recorder)
 
 
@@ -243,7 +243,7 @@ async def _follow(
                     if started or reconnecting:
                         await editor.flush()
                     else:
-                        await editor.status(messages.queued(await queue.position(job_id)))
+                        await editor.status(await _waiting(queue, job_id))
                     if recorder is not None:
                         await _save(recorder, "")
                     continue
@@ -300,3 +300,9 @@ async def _finish(event: Event, editor: ReplyEditor, job_id: str) -> Outcome:
     feedback = job_id if editor.answer.strip() else None
     await editor.finish(messages.TRUNCATED if reason == "length" else None, feedback=feedback)
     return Outcome("done", job_id, reason, editor.answer)
+
+
+async def _waiting(queue: JobQueue, job_id: str) -> str:
+    """The waiting message: the job's place in the fair order and the estimated wait."""
+    ahead = await queue.position(job_id)
+    return messages.queued(ahead, await queue.wait_estimate(ahead))

@@ -11,6 +11,7 @@ from komt_bot.errors import BacklogFullError, JobNotFoundError, QueueError
 from komt_bot.jobs import Event, JobRecord, JobRequest, JobState, Submission, job_id_for_key, new_job_id
 from komt_bot.queue.base import QueueBase, StreamEntries, now_text
 from komt_bot.queue.calls import CANCELLED_EVENT, Cancel, Reopened, RequeueEnded, Submit, SubmitStatus
+from komt_bot.queue.fairness import ESTIMATE_SAMPLE, Position, wait_estimate
 from komt_bot.queue.reader import Outage, OutputReader
 
 RATE_WINDOW_SECONDS = 60
@@ -109,9 +110,22 @@ class AskingOps(QueueBase):
         return str(job_id) if job_id else None
 
     async def position(self, job_id: str) -> int | None:
-        """How many jobs are ahead of this one, or None when it is not waiting."""
-        rank = await self._ride(lambda: self.redis.zrank(self.keys.waiting, job_id), "read the queue position")
-        return None if rank is None else int(cast(int, rank))
+        """How many jobs will start before this one in the fair order, or None when it is not waiting."""
+        call = Position(job_id=job_id)
+        return await self._ride(lambda: self.scripts.run(call), "read the queue position")
+
+    async def wait_estimate(self, ahead: int | None) -> float | None:
+        """Seconds a job with ``ahead`` jobs before it will likely wait, from recent completions (None: unknown)."""
+        if not ahead:
+            return None
+        key = self.keys.recent("done")
+        rows = cast(
+            list[tuple[str, float]],
+            await self._ride(
+                lambda: self.redis.zrevrange(key, 0, ESTIMATE_SAMPLE - 1, withscores=True), "read recent completions"
+            ),
+        )
+        return wait_estimate(ahead, [float(score) for _member, score in rows], now=self.clock())
 
     async def backlog(self) -> int:
         """How many jobs wait to start."""

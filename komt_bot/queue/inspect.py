@@ -21,6 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 from komt_bot.errors import JobNotFoundError, JobStateError, QueueError
 from komt_bot.jobs import FINAL_STATES, ErrorCode, JobRecord
 from komt_bot.queue.connection import open_queue
+from komt_bot.queue.fairness import fair_order
 from komt_bot.queue.jobqueue import JobQueue
 from komt_bot.queue.keys import GROUP, REQUEUED_CONSUMER
 from komt_bot.queue.views import (
@@ -193,9 +194,16 @@ class QueueAdmin:
         return [JobRecord.from_hash(job_id, h) for job_id, h in zip(job_ids, hashes, strict=True)]
 
     async def jobs(self, *, state: str | None = None, limit: int = 20) -> list[JobSummary]:
-        """The most recent jobs (newest first), optionally only those in ``state`` (see ``LISTABLE_STATES``)."""
+        """The most recent jobs (newest first), optionally only those in ``state`` (see ``LISTABLE_STATES``); the
+        queued ones in the order they will start (the fair order, :mod:`.fairness`)."""
         if state is not None and state not in LISTABLE_STATES:
             raise QueueError(f"unknown state {state!r}: use one of {', '.join(LISTABLE_STATES)}")
+        if state == "queued":
+            try:
+                waiting = await self._records(await fair_order(self.redis, self.keys, limit))
+            except RedisError as e:
+                raise QueueError(f"could not list jobs: {e}") from e
+            return [summary(record) for record in waiting if record.raw and record.state == "queued"]
         found: list[JobSummary] = []
         start = 0
         try:

@@ -10,6 +10,13 @@ Keys (``{p}`` is ``settings.queue.prefix``)::
     {p}:cancel:{id}     set when someone asks to stop the job
     {p}:idem:{key}      idempotency key -> job id (a redelivered platform event makes no second job)
     {p}:dlq             stream of dead-lettered jobs with their last error
+    {p}:fair:line:{person}  list of one person's queued job ids, first come first served (fair share)
+    {p}:fair:people     sorted set person -> tick of their last start: the people with a queued job, next first
+    {p}:fair:served     sorted set person -> tick of their last start (the most recent 10,000 people)
+    {p}:fair:clock      counter of starts (the ticks)
+    {p}:fair:running    hash person -> their jobs taken and not ended (the per-person cap)
+    {p}:fair:head       sorted set job id -> submission sequence: requeued jobs, which go before every line
+    {p}:wake            stream of one entry, added to whenever a job is queued: blocked claimers wait past it
     {p}:index           sorted set job id -> created time (recent jobs, for the admin CLI)
     {p}:stats           hash of totals per final state
     {p}:recent:{state}  sorted set job id -> finish time (last hour, per final state)
@@ -51,9 +58,33 @@ class QueueKeys:
         self.index = f"{prefix}:index"
         self.stats = f"{prefix}:stats"
         self.feedback_totals = f"{prefix}:feedback_totals"
+        self.fair_people = f"{prefix}:fair:people"
+        self.fair_served = f"{prefix}:fair:served"
+        self.fair_clock = f"{prefix}:fair:clock"
+        self.fair_running = f"{prefix}:fair:running"
+        self.fair_head = f"{prefix}:fair:head"
+        self.wake = f"{prefix}:wake"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
+
+    def fair_line(self, person: str) -> str:
+        """One person's line of queued jobs (``person`` is ``platform:user`` or ``anonymous``)."""
+        return f"{self.prefix}:fair:line:{person}"
+
+    def fair(self) -> dict[str, str]:
+        """The fair share's KEYS, by the names the scripts read them with (``fair_line`` and ``job_prefix`` are
+        prefixes the scripts append a person or a job id to)."""
+        return {
+            "fair_people": self.fair_people,
+            "fair_served": self.fair_served,
+            "fair_running": self.fair_running,
+            "fair_clock": self.fair_clock,
+            "fair_head": self.fair_head,
+            "fair_line": self.fair_line(""),
+            "job_prefix": self.job(""),
+            "wake": self.wake,
+        }
 
     def out(self, job_id: str) -> str:
         return f"{self.prefix}:out:{job_id}"
@@ -116,4 +147,5 @@ class QueueKeys:
             "index": self.index,
             "dlq": self.dlq,
             "seq": self.seq,
+            **self.fair(),
         }

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Literal, cast
+from typing import Literal
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -33,6 +33,7 @@ from komt_bot.queue.calls import (
     Start,
     StartStatus,
 )
+from komt_bot.queue.fairness import Claim
 from komt_bot.queue.keys import GROUP
 from komt_bot.queue.retry import TRANSIENT, is_transient
 
@@ -58,7 +59,8 @@ class WorkingOps(QueueBase):
         await self._ride(create, "create the consumer group")
 
     async def claim(self, consumer: str, count: int, *, block_seconds: float = 1.0) -> list[ClaimedJob]:
-        """Take up to ``count`` jobs: first a dead worker's, then new ones (waiting up to ``block_seconds``).
+        """Take up to ``count`` jobs: first a dead worker's (or requeued ones), then new ones in the fair order
+        (:mod:`.fairness`), waiting up to ``block_seconds`` for one to be queued when there is none.
 
         Not retried here: the worker's claim loop simply claims again.
         """
@@ -67,18 +69,7 @@ class WorkingOps(QueueBase):
         try:
             entries = await self._take_over(consumer, count)
             if len(entries) < count:
-                batches = cast(
-                    list[tuple[str, StreamEntries]] | None,
-                    await self.redis.xreadgroup(
-                        GROUP,
-                        consumer,
-                        {self.keys.jobs: ">"},
-                        count=count - len(entries),
-                        block=max(1, int(block_seconds * 1000)) if not entries else None,
-                    ),
-                )
-                for _stream, new_entries in batches or []:
-                    entries.extend(new_entries)
+                entries += await self._claim_new(consumer, count - len(entries), block_seconds if not entries else 0)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise QueueError(f"could not claim jobs: {e}") from e
@@ -100,6 +91,16 @@ class WorkingOps(QueueBase):
             if job is not None:
                 started.append(job)
         return started
+
+    async def _claim_new(self, consumer: str, count: int, block_seconds: float) -> StreamEntries:
+        """New jobs in the fair order; with none, block on the wake stream once and claim again."""
+        call = Claim(consumer=consumer, count=count, max_running=self.settings.max_running_per_person)
+        claimed = await self.scripts.run(call)
+        if not claimed.entries and block_seconds > 0:
+            woken = await self.redis.xread({self.keys.wake: claimed.wake_id}, block=max(1, int(block_seconds * 1000)))
+            if woken:
+                claimed = await self.scripts.run(call)
+        return [(entry_id, {"job_id": job_id}) for entry_id, job_id in claimed.entries]
 
     async def _take_over(self, consumer: str, count: int) -> StreamEntries:
         min_idle = int(self.settings.claim_idle_seconds * 1000)

@@ -6,7 +6,7 @@ if not state then return {'', 0} end
 if state ~= 'failed' and state ~= 'cancelled' then return {state, 0} end
 local previous_error = redis.call('HGET', K.job, 'error')
 redis.call('HDEL', K.job, 'worker', 'started', 'finished', 'entry', 'error', 'error_code', 'finish_reason', 'usage',
-  'strikes', 'lost', 'progress', 'published', 'ended_attempt', 'start_token')
+  'strikes', 'lost', 'progress', 'published', 'ended_attempt', 'start_token', 'counted', 'line')
 local seq = redis.call('INCR', K.seq)
 -- "requeued" is the record's field of when an operator requeued it (not the consumer REQUEUED_CONSUMER)
 redis.call('HSET', K.job, 'state', 'queued', 'attempt', 0, 'seq', seq, "requeued", A.now)
@@ -26,5 +26,5 @@ for _, entry in ipairs(redis.call('XRANGE', K.dlq, '-', '+', 'COUNT', 10000)) do
     end
   end
 end
-redis.call('XADD', K.jobs, '*', 'job_id', A.job_id)
+enqueue(A.job_id, seq)
 return {state, removed}

@@ -43,5 +43,7 @@ end
 redis.call('HSET', K.job, 'state', 'running', 'worker', A.worker, 'started', A.now, 'entry', A.entry_id,
   'published', 0, 'start_token', A.start_token)
 redis.call('ZREM', K.waiting, A.job_id)
+redis.call('ZREM', K.fair_head, A.job_id)
+count_running(K.job)
 append(K.out, A.start_event, attempt)
 return {'run', attempt, redis.call('HGET', K.job, 'request') or '{}'}

@@ -21,5 +21,5 @@ for i = TAIL, #ARGV, 2 do redis.call('HSET', K.job, ARGV[i], ARGV[i + 1]) end
 local created = redis.call('HGET', K.job, 'created')
 redis.call('ZADD', K.waiting, seq, A.job_id)
 redis.call('ZADD', K.index, created, A.job_id)
-redis.call('XADD', K.jobs, '*', 'job_id', A.job_id)
+enqueue(A.job_id, seq)  -- its stream entry is made when claim.lua takes it (fair order)
 return {'created', A.job_id}
