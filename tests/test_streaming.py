@@ -5,13 +5,18 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from komt_bot import messages
+from komt_bot.chat.ask import deliver
 from komt_bot.chat.budget import EditSkipped, Priority
 from komt_bot.chat.editor import MessageView, ReplyEditor, ReplyLimits, ViewKind, split_text, utf8_size
 from komt_bot.errors import PlatformError, ReplyGoneError
+from komt_bot.jobs import JobRequest, Origin, Turn
+from komt_bot.queue import JobQueue
+from komt_bot.settings import Settings
 
 
 @given(st.text(alphabet=st.sampled_from("가나다라 \n.abc😀"), max_size=3000), st.integers(8, 400))
@@ -184,3 +189,22 @@ async def test_a_deleted_reply_is_dropped_quietly() -> None:
     await editor.flush()
     assert await editor.finish()  # nothing more is written to a message a person deleted
     assert sink.calls[-1][0] < clock.now or len(sink.calls) == 1
+
+
+async def test_an_answer_whose_final_text_never_shows_says_so_on_its_job(
+    settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    queue = JobQueue(redis_client, settings.queue)
+    clock = FakeClock()
+    sink = RecordingSink(clock)
+    editor = ReplyEditor(
+        sink, ReplyLimits(100, utf8_size, 1.0, final_retry_seconds=3.0), clock=clock, sleep=clock.sleep
+    )
+    request = JobRequest(conversation=[Turn(role="user", text="질문")], origin=Origin(platform="slack"))
+    job_id = (await queue.submit(request)).job_id
+    await queue.cancel(job_id)  # ends at once: the reply's final text is "stopped"
+    sink.refuse += [PlatformError("500")] * 100
+    await editor.status(messages.queued(0))
+    outcome = await deliver(queue, job_id, editor, timeout_seconds=10)
+    assert outcome.kind == "cancelled" and not outcome.shown
+    assert (await queue.job(job_id)).raw.get("reply_unshown", "").startswith("cancelled")

@@ -206,6 +206,8 @@ async def _deliver(
         await recorder.end()
     if not editor.shown:
         log.warning("job %s: %s, but its final text could not be shown", job_id, outcome.kind)
+        with contextlib.suppress(QueueError):
+            await queue.note_reply_unshown(job_id, f"{outcome.kind}: the platform refused the final text")
         return dataclasses.replace(outcome, shown=False)
     return outcome
 

@@ -104,6 +104,11 @@ class AskingOps(QueueBase):
         key = self.keys.adapter(platform, *parts)
         return bool(await self._ride(lambda: self.redis.exists(key), "look up a thread"))
 
+    async def note_reply_unshown(self, job_id: str, reason: str) -> None:
+        """Record on the job that its reply's final text never reached the platform (``queue show`` shows it)."""
+        key = self.keys.job(job_id)
+        await self._ride(lambda: self.redis.hset(key, "reply_unshown", reason[:200]), "note an unshown reply")
+
     async def job_for_key(self, idempotency_key: str) -> str | None:
         """The job an idempotency key made, while the key is remembered (``idempotency_ttl_seconds``)."""
         job_id = await self._ride(lambda: self.redis.get(self.keys.idempotency(idempotency_key)), "look up the job")
