@@ -132,6 +132,8 @@ async def ask(
     if not submission.created:
         return Outcome("duplicate", submission.job_id)
     await editor.status(messages.queued(submission.position, await queue.wait_estimate(submission.position)))
+    if recorder is not None:
+        await _save(recorder, "")  # the placeholder's handle, at once: a successor edits it rather than posting anew
     return await deliver(queue, submission.job_id, editor, timeout_seconds=timeout_seconds, recorder=recorder)
 
 
