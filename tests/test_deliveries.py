@@ -159,8 +159,7 @@ async def test_two_claimers_never_take_one_reply_twice(queue: JobQueue, other: J
 
     await asyncio.gather(keep_claiming(queue, "slack-b"), keep_claiming(other, "slack-c"))
     everything = taken["slack-b"] + taken["slack-c"]
-    assert sorted(everything) == sorted(job_ids)
-    assert taken["slack-b"] and taken["slack-c"]
+    assert sorted(everything) == sorted(job_ids)  # each reply taken exactly once, whichever claimer ran first
 
 
 async def test_a_claim_retried_after_its_reply_was_lost_gets_the_same_replies(queue: JobQueue) -> None:
