@@ -77,9 +77,7 @@ class SlackReplies:
             with contextlib.suppress(KomtError):
                 await self.queue.cancel(target.job_id)
             raise
-        except asyncio.CancelledError:
-            raise
-        await sink.close()
+        await sink.close()  # not on CancelledError: a shutdown leaves the reply as it is for its successor
 
     async def ask(self, target: ReplyTarget, request: JobRequest, editor: ReplyEditor) -> Outcome:
         """Submit the question and write its answer, with a delivery record another process can finish from."""

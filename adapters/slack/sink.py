@@ -212,8 +212,7 @@ class SlackSink:
         message = self._messages[handle]
         await self._show_status(view)
         if message.orphan_stream:
-            message.orphan_stream = False
-            await self._quietly(self.calls.stop_stream(self.target.channel, message.ts, None, None, Priority.FINAL))
+            await self._stop_quietly(message)
         if message.streamed is not None:
             extends = view.body.startswith(message.streamed)
             if extends and await self._continue_stream(message, view):
@@ -231,9 +230,6 @@ class SlackSink:
         """Finish the reply: close any stream still open and remove the Stop message left above a stream."""
         for message in self._messages.values():
             await self._stop_quietly(message)
-            if message.orphan_stream:
-                message.orphan_stream = False
-                await self._quietly(self.calls.stop_stream(self.target.channel, message.ts, None, None, Priority.FINAL))
         if self._control is None:
             return
         control, self._control = self._control, None
@@ -321,9 +317,10 @@ class SlackSink:
         return True
 
     async def _stop_quietly(self, message: _Message) -> None:
-        if message.streamed is None:
+        """Stop the message's stream, this process's or one another process opened, if it has one."""
+        if message.streamed is None and not message.orphan_stream:
             return
-        message.streamed = None
+        message.streamed, message.orphan_stream = None, False
         await self._quietly(self.calls.stop_stream(self.target.channel, message.ts, None, None, Priority.FINAL))
 
     # -- plain messages ----------------------------------------------------------------------------------------
